@@ -1,0 +1,180 @@
+"""Typed ORM models: the tables mlc keeps.
+
+Design notes (why the tables look like this):
+- An image row is one *version* of an object: ``(uri, etag)`` is unique, so a changed object is
+  a new row that gets scored again, and the older row is marked ``superseded_at``.
+- The probabilities of one image under one model version are one row (a JSON array in the
+  order of ``model_versions.classes``), so a night of 10 M images x 20 classes writes 10 M rows,
+  not 200 M. Only the tags above threshold get a long table (``image_tags``), which is what
+  people filter on. The views ``current_scores`` / ``current_tags`` present the long form.
+- Unique constraints on ``scores(image_id, model_version_id)`` and the primary key of
+  ``image_tags`` make a repeated write a no-op: reruns are idempotent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+IMAGE_STATUSES = ("new", "scored", "failed")
+MODEL_STATUSES = ("champion", "candidate", "retired")
+RUN_STATUSES = ("running", "succeeded", "failed")
+RUN_KINDS = ("import_labels", "train", "score", "retag")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Image(Base):
+    """One version of one object in the store: a new etag is a new row."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("uri", "etag"),
+        CheckConstraint(f"status IN {IMAGE_STATUSES}", name="status"),
+        Index("ix_images_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uri: Mapped[str] = mapped_column(String(2048), index=True)
+    etag: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    modified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="new", server_default="new")
+    error: Mapped[str | None] = mapped_column(Text)
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Label(Base):
+    """A ground-truth statement about an image: ``tag`` is present (positive) or absent."""
+
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("image_uri", "tag"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_uri: Mapped[str] = mapped_column(String(2048), index=True)
+    tag: Mapped[str] = mapped_column(String(64))
+    positive: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now, onupdate=utc_now
+    )
+
+
+class ModelVersion(Base):
+    """A trained model: its ordered classes, thresholds, metrics and where its file lives."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint(f"status IN {MODEL_STATUSES}", name="status"),
+        # At most one champion at any time, enforced by the database itself.
+        Index(
+            "uq_model_versions_one_champion",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'champion'"),
+            postgresql_where=text("status = 'champion'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="candidate")
+    classes: Mapped[list[Any]] = mapped_column(JSON)
+    thresholds: Mapped[list[Any]] = mapped_column(JSON)
+    threshold_overrides: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    backbone: Mapped[str] = mapped_column(String(64))
+    image_size: Mapped[int] = mapped_column(Integer)
+    artifact_uri: Mapped[str] = mapped_column(String(2048))
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    card_uri: Mapped[str] = mapped_column(String(2048))
+    decision: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Run(Base):
+    """One execution of a job, with what it counted."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(f"status IN {RUN_STATUSES}", name="status"),
+        CheckConstraint(f"kind IN {RUN_KINDS}", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Score(Base):
+    """The probabilities of one image version under one model version, in class order."""
+
+    __tablename__ = "scores"
+    __table_args__ = (UniqueConstraint("image_id", "model_version_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    probabilities: Mapped[list[Any]] = mapped_column(JSON)
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+
+
+class ImageTag(Base):
+    """A tag at or above its class threshold for one image version under one model version."""
+
+    __tablename__ = "image_tags"
+    __table_args__ = (Index("ix_image_tags_model_version_id_tag", "model_version_id", "tag"),)
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    probability: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,112 @@
+"""Errors raised by mlc.
+
+Every error a user can cause or meet in operation is an ``MlcError``; its message is one
+sentence that says what happened, what was expected and how to fix it, so the CLI can print
+it as it is, without a traceback.
+
+    MlcError
+    ├── SettingsError            an MLC_ variable has a value that cannot be used
+    ├── StorageError             the object store failed
+    │   ├── InvalidKey           a key escapes the store root or is malformed
+    │   ├── ObjectNotFound       a key that does not exist (or was deleted meanwhile)
+    │   └── StoreUnavailable     missing bucket, refused credentials, unreachable endpoint
+    ├── DatabaseError            the database failed
+    │   ├── DatabaseUnavailable  cannot connect
+    │   └── SchemaOutOfDate      migrations have not been applied (`mlc db upgrade`)
+    ├── ImageDecodeError         bytes that are not a usable image; ``reason`` is for people
+    ├── LabelsFileError          a labels CSV that cannot be read at all
+    ├── TrainingDataError        not enough valid labeled images to train
+    └── ModelError               a model cannot be built, found or trusted
+        ├── UnknownBackbone      a backbone name that is not in the registry
+        ├── ModelIntegrityError  a model file whose checksum does not match its card
+        └── NoChampionModel      scoring was asked for before any model was trained
+"""
+
+from __future__ import annotations
+
+
+class MlcError(Exception):
+    """Base class of every error mlc raises on purpose."""
+
+
+class SettingsError(MlcError):
+    """An ``MLC_`` setting has a value mlc cannot use."""
+
+
+class StorageError(MlcError):
+    """The object store failed."""
+
+
+class InvalidKey(StorageError):
+    """A key is empty, absolute, or escapes the store root."""
+
+    def __init__(self, key: str, why: str) -> None:
+        self.key = key
+        super().__init__(f"invalid object key {key!r}: {why}")
+
+
+class ObjectNotFound(StorageError):
+    """The key does not exist in the store."""
+
+    def __init__(self, key: str, store: str) -> None:
+        self.key = key
+        self.store = store
+        super().__init__(f"object {key!r} does not exist in {store}")
+
+
+class StoreUnavailable(StorageError):
+    """The store cannot be used at all: missing bucket, refused credentials, no endpoint."""
+
+
+class DatabaseError(MlcError):
+    """The database failed."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached."""
+
+
+class SchemaOutOfDate(DatabaseError):
+    """The database schema is missing or older than this version of mlc."""
+
+
+class ImageDecodeError(MlcError):
+    """The bytes are not an image mlc can use; ``reason`` is a sentence for people."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class LabelsFileError(MlcError):
+    """A labels file cannot be read at all (wrong header, not a CSV)."""
+
+
+class TrainingDataError(MlcError):
+    """There are not enough valid labeled images to train a model."""
+
+
+class ModelError(MlcError):
+    """A model cannot be built, found or trusted."""
+
+
+class UnknownBackbone(ModelError):
+    """A backbone name that is not in the registry."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(
+            f"unknown backbone {name!r}; known backbones: {', '.join(sorted(known))}"
+        )
+
+
+class ModelIntegrityError(ModelError):
+    """A model file's checksum does not match the one recorded with its version."""
+
+
+class NoChampionModel(ModelError):
+    """No model version is champion yet."""
+
+    def __init__(self) -> None:
+        super().__init__("there is no champion model yet; train one first with `mlc train`")

@@ -1,0 +1,151 @@
+"""The one settings object of mlc.
+
+Every value comes from an ``MLC_`` environment variable (nested sections use ``__``, so
+``MLC_TRAINING__EPOCHS=5`` sets ``settings.training.epochs``) or its default. Entry points (the
+CLI, the flows) call :func:`load_settings` once and pass what they need down as arguments;
+nothing in the library reads the environment by itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlc_core.errors import SettingsError
+
+ENV_PREFIX = "MLC_"
+# Pillow's own default limit (about 89.5 megapixels); above it an image is treated as a
+# decompression bomb rather than decoded.
+PILLOW_DEFAULT_MAX_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
+
+
+class TrainingSettings(BaseModel):
+    """How models are trained, evaluated and promoted."""
+
+    backbone: str = Field("compact_cnn", description="backbone name from the registry")
+    weights: str = Field(
+        "none", description="'none', 'imagenet' (downloads; needs a network) or a weights file path"
+    )
+    image_size: int = Field(128, ge=32, le=1024, description="square input side in pixels")
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    learning_rate: float = Field(2e-3, gt=0, lt=1)
+    dropout_rate: float = Field(0.2, ge=0, lt=1)
+    seed: int = 1234
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    min_positives: int = Field(3, ge=1, description="classes with fewer positives are left out")
+    loss: Literal["bce", "weighted_bce", "focal"] = "bce"
+    threshold_strategy: Literal["f1", "precision"] = "f1"
+    target_precision: float = Field(0.9, gt=0, le=1)
+    early_stopping_patience: int = Field(6, ge=1)
+    promotion_margin: float = Field(0.005, ge=0, le=1)
+    max_class_ap_drop: float = Field(0.05, ge=0, le=1)
+
+
+class ScoringSettings(BaseModel):
+    """How images are read, decoded and scored."""
+
+    batch_size: int = Field(64, ge=1, le=4096)
+    read_workers: int = Field(16, ge=1, le=256)
+    max_image_pixels: int = Field(PILLOW_DEFAULT_MAX_PIXELS, ge=1)
+    shard_size: int = Field(2000, ge=1)
+
+
+class Settings(BaseSettings):
+    """All of mlc's settings; see the README's settings table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    home: Path = Field(Path("mlc-data"), description="where the embedded defaults keep state")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in home")
+    storage_url: str | None = Field(
+        None, description="s3://bucket/prefix or a local folder; default a folder in home"
+    )
+    images_prefix: str = Field("images/", description="where new images land in the store")
+    labels_key: str = Field("labels/labels.csv", description="labels manifest in the store")
+    training: TrainingSettings = TrainingSettings()
+    scoring: ScoringSettings = ScoringSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "expected a SQLAlchemy URL such as sqlite:///path/mlc.db or "
+                "postgresql+psycopg://user@host:5432/dbname"
+            ) from None
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme == "s3":
+            if not parts.netloc:
+                raise ValueError("expected s3://bucket[/prefix] with a bucket name")
+        elif parts.scheme not in ("", "file"):
+            raise ValueError("expected s3://bucket[/prefix], file:///path or a folder path")
+        return value
+
+    @field_validator("images_prefix", "labels_key")
+    @classmethod
+    def _check_relative_key(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/") or "\\" in value:
+            raise ValueError("expected a path relative to the store root, without '..'")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in ``home``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'mlc.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        """The store URL, defaulting to a local folder in ``home``."""
+        if self.storage_url:
+            return self.storage_url
+        return str((self.home / "store").resolve())
+
+
+def _env_name(location: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in location)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment, with ``overrides`` taking precedence.
+
+    Raises:
+        SettingsError: one line per bad value, naming the variable, the value and what is
+            expected.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            location = tuple(part for part in problem["loc"] if part != "__root__")
+            value = problem.get("input")
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{_env_name(location)}={value!r}: {message}")
+        raise SettingsError("\n".join(lines)) from None

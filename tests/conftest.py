@@ -24,7 +24,7 @@ DATASET_DIR = Path(
 def isolated_mlc_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Each test gets its own MLC_HOME and none of the caller's MLC_ variables."""
     for name in list(os.environ):
-        if name.startswith("MLC_") and name != "MLC_TEST_DATASET_DIR":
+        if name.startswith("MLC_") and not name.startswith("MLC_TEST_"):
             monkeypatch.delenv(name)
     home = tmp_path / "mlc-home"
     monkeypatch.setenv("MLC_HOME", str(home))

@@ -1,0 +1,421 @@
+"""The ``mlc`` command.
+
+It lives beside the flows because it is an entry point that wires settings to flows: the
+commands that do work (``demo``, ``labels import``, ``train``, ``score``) run the Prefect flows,
+so a run started from a terminal shows up in the Prefect UI like a scheduled one; commands that
+only read or change a row call ``mlc_core`` directly. Expected problems print one sentence and
+exit non-zero; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from mlc_core.errors import MlcError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Batch multilabel image tagging: train, score images in object storage, query tags.",
+)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema commands.")
+labels_app = typer.Typer(no_args_is_help=True, help="Ground-truth label commands.")
+app.add_typer(db_app, name="db")
+app.add_typer(labels_app, name="labels")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _settings() -> Any:
+    from mlc_core.settings import load_settings
+
+    return load_settings()
+
+
+def _workspace() -> Any:
+    from mlc_core.jobs.workspace import open_workspace
+
+    return open_workspace(_settings())
+
+
+class _ExpectedErrorFilter(logging.Filter):
+    """Keeps Prefect from printing a traceback for errors that already say what to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], MlcError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_expected_errors() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+        logging.getLogger(name).addFilter(_ExpectedErrorFilter())
+
+
+def _run_flow(flow: Any, **parameters: Any) -> Any:
+    """Run a flow in this process (Prefect's ephemeral mode unless PREFECT_API_URL is set)."""
+    _quiet_expected_errors()
+    return flow(**parameters)
+
+
+# --- db -----------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to this version of mlc."""
+    from mlc_core.db.engine import check_connection, create_db_engine
+    from mlc_core.db.migrate import upgrade_schema
+
+    settings = _settings()
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        check_connection(engine)
+        revision = upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    console.print(f"database schema is at revision {revision}")
+
+
+# --- labels -------------------------------------------------------------------------------
+
+
+@labels_app.command("import")
+def labels_import(
+    file: Annotated[Path, typer.Argument(help="CSV with columns key,tags (tags joined by |)")],
+    key_prefix: Annotated[
+        str, typer.Option(help="prepended to each key, e.g. images/ for bare file names")
+    ] = "",
+) -> None:
+    """Import ground-truth labels; bad rows are reported by line and the rest imported."""
+    from flows.labels import import_labels_flow
+
+    if not file.is_file():
+        raise MlcError(f"labels file {file} does not exist")
+    _workspace().close()
+    result = _run_flow(import_labels_flow, path=str(file.resolve()), key_prefix=key_prefix)
+    for problem in result["problems"]:
+        errors.print(f"[yellow]{file.name}[/] {problem}", highlight=False)
+    console.print(
+        f"imported labels for {result['imported_images']} images "
+        f"({result['positive_labels']} positive, {result['negative_labels']} negative) "
+        f"from {result['rows']} rows"
+    )
+    for kind, count in sorted(result["problem_counts"].items()):
+        console.print(f"  {count} row(s) with problem '{kind}'")
+
+
+# --- train --------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    epochs: Annotated[int | None, typer.Option(min=1, help="maximum epochs")] = None,
+    backbone: Annotated[str | None, typer.Option(help="backbone name")] = None,
+    image_size: Annotated[int | None, typer.Option(min=32, max=1024)] = None,
+) -> None:
+    """Train a model version on the labelled images; promote it if it beats the champion."""
+    from flows.progress import progress_sink
+    from flows.train import train_flow
+
+    _workspace().close()
+    with _progress() as progress:
+        task = progress.add_task("training", total=None)
+
+        def on_event(kind: str, event: Any) -> None:
+            progress.update(
+                task,
+                total=event.epochs,
+                completed=event.epoch,
+                description=(
+                    f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} "
+                    f"val mAP {event.validation_map:.4f}"
+                ),
+            )
+
+        with progress_sink(on_event):
+            report = _run_flow(train_flow, epochs=epochs, backbone=backbone, image_size=image_size)
+    _print_training(report)
+
+
+def _print_training(report: dict[str, Any]) -> None:
+    metrics = report["metrics"]
+    console.print(
+        f"model [bold]{report['version']}[/] is [bold]{report['status']}[/]: {report['decision']}"
+    )
+    if report["left_out_classes"]:
+        console.print(f"left out (too few positives): {report['left_out_classes']}")
+    if report["unreadable_images"]:
+        console.print(f"skipped {len(report['unreadable_images'])} unreadable labelled images")
+    table = Table(title=f"test split ({report['split_sizes']['test']} images)")
+    table.add_column("class")
+    table.add_column("AP", justify="right")
+    table.add_column("threshold", justify="right")
+    for name, threshold in zip(report["classes"], report["thresholds"], strict=True):
+        ap = metrics["average_precision"].get(name)
+        table.add_row(name, "-" if ap is None else f"{ap:.3f}", f"{threshold:.3f}")
+    console.print(table)
+    console.print(
+        "mAP {m:.3f}  micro-F1 {mi:.3f}  macro-F1 {ma:.3f}  hamming {h:.3f}  exact {s:.3f}".format(
+            m=metrics["mean_average_precision"] or 0,
+            mi=metrics["micro_f1"],
+            ma=metrics["macro_f1"],
+            h=metrics["hamming_loss"],
+            s=metrics["subset_accuracy"],
+        )
+    )
+
+
+# --- score --------------------------------------------------------------------------------
+
+
+@app.command()
+def score(
+    prefix: Annotated[
+        list[str] | None, typer.Option(help="key prefix to score (repeatable); default images/")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="new | stale | all | failed")] = "new",
+    batch_size: Annotated[int | None, typer.Option(min=1, max=4096)] = None,
+) -> None:
+    """Score images in the store with the champion model and write probabilities and tags."""
+    from flows.progress import progress_sink
+    from flows.score import score_flow
+    from mlc_core.db.queries import get_champion
+    from mlc_core.db.work import SCORE_MODES
+
+    if mode not in SCORE_MODES:
+        raise MlcError(f"unknown mode {mode!r}; expected one of {', '.join(SCORE_MODES)}")
+    workspace = _workspace()
+    try:
+        with workspace.transaction() as session:
+            if get_champion(session) is None:
+                from mlc_core.errors import NoChampionModel
+
+                raise NoChampionModel()
+    finally:
+        workspace.close()
+    with _progress() as progress:
+        task = progress.add_task("scoring", total=None)
+
+        def on_event(kind: str, event: Any) -> None:
+            progress.update(
+                task,
+                total=event.total,
+                completed=event.done,
+                description=f"scoring ({event.failed} failed, {event.images_per_second:.1f} img/s)",
+            )
+
+        with progress_sink(on_event):
+            report = _run_flow(score_flow, prefixes=prefix, mode=mode, batch_size=batch_size)
+    _print_scoring(report)
+
+
+def _print_scoring(report: dict[str, Any]) -> None:
+    console.print(
+        f"listed {report['listed']} objects, {report['new']} new images; scored "
+        f"{report['scored']}, failed {report['failed']} with model {report['model_version']} "
+        f"({report['images_per_second']:.1f} images/s)"
+    )
+    for reason, count in sorted(report["failed_by_reason"].items()):
+        console.print(f"  failed: {count} x {reason}")
+    for reason, count in sorted(report["skipped"].items()):
+        console.print(f"  skipped: {count} x {reason}")
+
+
+# --- tags, models, promote ----------------------------------------------------------------
+
+
+@app.command()
+def tags(
+    tag: Annotated[list[str], typer.Option(help="a tag the images must carry (repeatable)")],
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+) -> None:
+    """List images that carry all the given tags under the champion model."""
+    from mlc_core.db.queries import find_images_with_tags
+    from mlc_core.labels import normalize_tag
+
+    try:
+        wanted = [normalize_tag(t) for t in tag]
+    except ValueError as error:
+        raise MlcError(str(error)) from None
+    workspace = _workspace()
+    try:
+        with workspace.transaction() as session:
+            found = find_images_with_tags(session, wanted, limit=limit)
+    finally:
+        workspace.close()
+    if as_json:
+        for image in found:
+            print(json.dumps({"uri": image.uri, "tags": image.tags, "model_version": image.model_version}))
+        return
+    table = Table(title=f"images tagged {' + '.join(wanted)} ({len(found)} shown)")
+    table.add_column("image")
+    table.add_column("tags (probability)")
+    table.add_column("model")
+    for image in found:
+        table.add_row(
+            image.uri,
+            ", ".join(f"{name} {p:.2f}" for name, p in sorted(image.tags.items(), key=lambda x: -x[1])),
+            image.model_version,
+        )
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List model versions with their test metrics and status."""
+    from mlc_core.db.queries import list_model_versions
+
+    workspace = _workspace()
+    try:
+        with workspace.transaction() as session:
+            versions = list_model_versions(session)
+            table = Table(title="model versions")
+            for column in ("version", "status", "created", "backbone", "classes", "test mAP", "decision"):
+                table.add_column(column)
+            for version in versions:
+                mean_ap = version.metrics.get("mean_average_precision")
+                table.add_row(
+                    version.version,
+                    version.status,
+                    version.created_at.strftime("%Y-%m-%d %H:%M"),
+                    f"{version.backbone} {version.image_size}px",
+                    ", ".join(version.classes),
+                    "-" if mean_ap is None else f"{mean_ap:.3f}",
+                    version.decision or "",
+                )
+    finally:
+        workspace.close()
+    console.print(table)
+
+
+@app.command()
+def promote(version: Annotated[str, typer.Argument(help="the version to make champion")]) -> None:
+    """Make VERSION the champion (also the way to roll back)."""
+    from mlc_core.db.queries import get_model_version, promote_model_version
+
+    workspace = _workspace()
+    try:
+        with workspace.transaction() as session:
+            record = get_model_version(session, version)
+            if record is None:
+                raise MlcError(f"there is no model version {version!r}; `mlc models` lists them")
+            promote_model_version(session, record, "promoted by hand with `mlc promote`")
+    finally:
+        workspace.close()
+    console.print(f"{version} is now the champion; `mlc score --mode stale` rescores older rows")
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    images: Annotated[int, typer.Option(min=40, max=20000)] = 320,
+    epochs: Annotated[int, typer.Option(min=1)] = 15,
+) -> None:
+    """Run the main job end to end on a synthetic data set, then show the results."""
+    from flows.demo import demo_flow
+    from flows.progress import progress_sink
+
+    settings = _settings()
+    _workspace().close()
+    console.print(
+        f"[bold]mlc demo[/]: database {settings.resolved_database_url}, "
+        f"store {settings.resolved_storage_url}"
+    )
+    with _progress() as progress:
+        task = progress.add_task("demo", total=None)
+
+        def on_event(kind: str, event: Any) -> None:
+            if kind == "epoch":
+                progress.update(
+                    task,
+                    total=event.epochs,
+                    completed=event.epoch,
+                    description=f"training: epoch {event.epoch}, val mAP {event.validation_map:.3f}",
+                )
+            else:
+                progress.update(
+                    task, total=event.total, completed=event.done, description="scoring"
+                )
+
+        with progress_sink(on_event):
+            result = _run_flow(demo_flow, images=images, epochs=epochs)
+    _print_training(result["training"])
+    _print_scoring(result["scoring"])
+    holdout = result["holdout"]
+    table = Table(
+        title=f"hold-out: {holdout['images']} images never labelled, model {holdout['model_version']}"
+    )
+    table.add_column("class")
+    table.add_column("average precision", justify="right")
+    for name, ap in holdout["metrics"]["average_precision"].items():
+        table.add_row(name, "-" if ap is None else f"{ap:.3f}")
+    console.print(table)
+    console.print(f"hold-out mAP: {holdout['metrics']['mean_average_precision']:.3f}")
+    for example in holdout["examples"]:
+        probabilities = ", ".join(f"{k} {v:.2f}" for k, v in example["probabilities"].items())
+        console.print(
+            f"  {example['key']}: tags {sorted(example['tags'])} (truth {example['true_tags']}); "
+            f"{probabilities}",
+            highlight=False,
+        )
+    first = sorted(holdout["examples"][0]["true_tags"])[0] if holdout["examples"] else "circle"
+    console.print(
+        "\nNext, try:\n"
+        f"  mlc tags --tag {first}        images carrying a tag\n"
+        "  mlc models                 model versions and their metrics\n"
+        "  mlc score                  score new images under images/ (nothing new: no work)\n"
+        f"  sqlite3 {settings.home / 'mlc.db'} 'select * from current_tags limit 5'",
+        highlight=False,
+    )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``mlc`` console script."""
+    # Set before TensorFlow or Prefect are imported by a command: they read these once.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mlc_core")
+    try:
+        app()
+    except MlcError as error:
+        errors.print(f"[red]error:[/] {error}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        errors.print("interrupted; committed batches are kept and a rerun continues")
+        sys.exit(130)

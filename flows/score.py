@@ -1,0 +1,55 @@
+"""Flow: score new images in the store with the champion model."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+
+from flows.common import opened_workspace
+from flows.progress import ProgressRelay
+from mlc_core.jobs.score import score_images
+
+ScoreModeParameter = Literal["new", "stale", "all", "failed"]
+
+
+@flow(name="mlc-score")
+def score_flow(
+    prefixes: list[str] | None = None,
+    mode: ScoreModeParameter = "new",
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """Score images under ``prefixes`` (default: the images prefix) with the champion.
+
+    Args:
+        prefixes: key prefixes in the store to score.
+        mode: new (not yet scored by the champion), stale (scored only by older models), all,
+            or failed (retry images that failed before).
+        batch_size: images per inference batch and per database transaction.
+    """
+    logger = get_run_logger()
+    relay = ProgressRelay(
+        "score",
+        lambda p: logger.info(
+            "scored %d/%d images (%d failed), %.1f images/s",
+            p.done,
+            p.total,
+            p.failed,
+            p.images_per_second,
+        ),
+    )
+    with opened_workspace() as workspace:
+        report = score_images(
+            workspace, prefixes=prefixes, mode=mode, batch_size=batch_size, on_progress=relay
+        )
+    logger.info(
+        "listed %d objects, %d new images, scored %d, failed %d %s with model %s (%.1f images/s)",
+        report.listed,
+        report.new,
+        report.scored,
+        report.failed,
+        report.failed_by_reason or "",
+        report.model_version,
+        report.images_per_second,
+    )
+    return report.as_dict()

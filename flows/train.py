@@ -1,0 +1,56 @@
+"""Flow: train a model version from the stored labels and promote it if it is better."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.common import opened_workspace
+from flows.progress import ProgressRelay
+from mlc_core.jobs.train import train_model_version
+
+
+@flow(name="mlc-train")
+def train_flow(
+    epochs: int | None = None, backbone: str | None = None, image_size: int | None = None
+) -> dict[str, Any]:
+    """Train, evaluate and register a new model version.
+
+    Args:
+        epochs: maximum epochs (early stopping may end sooner); default from settings.
+        backbone: backbone name from the registry; default from settings.
+        image_size: square input side in pixels; default from settings.
+    """
+    logger = get_run_logger()
+    with opened_workspace() as workspace:
+        overrides = {
+            name: value
+            for name, value in (
+                ("epochs", epochs),
+                ("backbone", backbone),
+                ("image_size", image_size),
+            )
+            if value is not None
+        }
+        settings = workspace.settings.training.model_copy(update=overrides)
+        relay = ProgressRelay(
+            "epoch",
+            lambda e: logger.info(
+                "epoch %d/%d: loss %.4f, validation mAP %.4f",
+                e.epoch,
+                e.epochs,
+                e.loss,
+                e.validation_map,
+            ),
+            interval=0,
+        )
+        report = train_model_version(workspace, settings, on_epoch_end=relay)
+    logger.info(
+        "model %s is %s: %s (test mAP %s)",
+        report.version,
+        report.status,
+        report.decision,
+        report.metrics.get("mean_average_precision"),
+    )
+    return report.as_dict()

@@ -1,0 +1,112 @@
+"""Quality metrics of a multilabel model on a labeled set of images.
+
+The result is a plain, JSON-ready dict that travels with a model version (its card, the
+database, the promotion decision). Undefined values are ``None``, never NaN, so the dict
+survives a JSON round trip unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score, hamming_loss
+
+
+def evaluate_predictions(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    thresholds: Sequence[float],
+    classes: Sequence[str],
+) -> dict[str, Any]:
+    """Measure predicted probabilities against true labels.
+
+    An image is predicted to carry class ``j`` when ``y_prob[:, j] >= thresholds[j]``.
+    Average precision does not depend on the thresholds; the F1 scores, Hamming loss, subset
+    accuracy and predicted label cardinality do.
+
+    Args:
+        y_true: 0/1 matrix of shape ``(num_images, num_classes)``.
+        y_prob: probabilities of the same shape.
+        thresholds: one threshold per class.
+        classes: class names, in column order.
+
+    Returns:
+        A dict of plain Python values with the keys ``mean_average_precision`` (mean AP over
+        the classes with at least one positive, ``None`` if there is none),
+        ``average_precision`` (class -> AP, ``None`` for a class without positives),
+        ``micro_f1``, ``macro_f1`` (over all classes; a class never true nor predicted scores
+        0, as scikit-learn's ``zero_division=0`` does), ``hamming_loss``, ``subset_accuracy``,
+        ``label_cardinality_true``, ``label_cardinality_predicted``, ``num_images``,
+        ``support`` (class -> number of positives) and ``classes_without_positives``.
+
+    Raises:
+        ValueError: the shapes disagree, there are no images, ``y_true`` is not 0/1 or
+            ``y_prob`` holds NaN or infinity.
+    """
+    truth, probabilities, cutoffs = _validated(y_true, y_prob, thresholds, classes)
+    predicted = (probabilities >= cutoffs).astype(np.int64)
+    support = truth.sum(axis=0)
+
+    average_precision: dict[str, float | None] = {}
+    for column, name in enumerate(classes):
+        if support[column] == 0:
+            # AP is undefined without positives; scikit-learn would warn and return 0.
+            average_precision[name] = None
+        else:
+            average_precision[name] = float(
+                average_precision_score(truth[:, column], probabilities[:, column])
+            )
+    defined = [ap for ap in average_precision.values() if ap is not None]
+
+    return {
+        "mean_average_precision": float(np.mean(defined)) if defined else None,
+        "average_precision": average_precision,
+        "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "hamming_loss": float(hamming_loss(truth, predicted)),
+        "subset_accuracy": float(accuracy_score(truth, predicted)),
+        "label_cardinality_true": float(truth.sum(axis=1).mean()),
+        "label_cardinality_predicted": float(predicted.sum(axis=1).mean()),
+        "num_images": int(truth.shape[0]),
+        "support": {name: int(count) for name, count in zip(classes, support, strict=True)},
+        "classes_without_positives": [
+            name for name, count in zip(classes, support, strict=True) if count == 0
+        ],
+    }
+
+
+def _validated(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    thresholds: Sequence[float],
+    classes: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    truth = np.asarray(y_true)
+    probabilities = np.asarray(y_prob, dtype=np.float64)
+    cutoffs = np.asarray(thresholds, dtype=np.float64)
+    if truth.ndim != 2:
+        raise ValueError(
+            f"y_true must be 2-dimensional (images x classes), got shape {truth.shape}"
+        )
+    if probabilities.shape != truth.shape:
+        raise ValueError(
+            f"y_prob has shape {probabilities.shape} but y_true has shape {truth.shape}; "
+            "pass one probability per image and class"
+        )
+    num_images, num_classes = truth.shape
+    if num_images == 0:
+        raise ValueError("there are no images to evaluate; pass at least one labeled image")
+    if cutoffs.shape != (num_classes,) or len(classes) != num_classes:
+        raise ValueError(
+            f"expected {num_classes} thresholds and {num_classes} class names (one per column), "
+            f"got {cutoffs.size} thresholds and {len(classes)} class names"
+        )
+    if len(set(classes)) != num_classes:
+        raise ValueError(f"class names must be unique, got {list(classes)}")
+    if not np.isin(truth, (0, 1)).all():
+        raise ValueError("y_true must hold only 0 and 1 (a multi-hot matrix)")
+    if not np.isfinite(probabilities).all():
+        raise ValueError("y_prob holds NaN or infinite values; check the model's outputs")
+    return truth.astype(np.int64), probabilities, cutoffs

@@ -267,7 +267,11 @@ def tags(
         workspace.close()
     if as_json:
         for image in found:
-            print(json.dumps({"uri": image.uri, "tags": image.tags, "model_version": image.model_version}))
+            print(
+                json.dumps(
+                    {"uri": image.uri, "tags": image.tags, "model_version": image.model_version}
+                )
+            )
         return
     table = Table(title=f"images tagged {' + '.join(wanted)} ({len(found)} shown)")
     table.add_column("image")
@@ -276,7 +280,9 @@ def tags(
     for image in found:
         table.add_row(
             image.uri,
-            ", ".join(f"{name} {p:.2f}" for name, p in sorted(image.tags.items(), key=lambda x: -x[1])),
+            ", ".join(
+                f"{name} {p:.2f}" for name, p in sorted(image.tags.items(), key=lambda x: -x[1])
+            ),
             image.model_version,
         )
     console.print(table)
@@ -292,7 +298,15 @@ def models() -> None:
         with workspace.transaction() as session:
             versions = list_model_versions(session)
             table = Table(title="model versions")
-            for column in ("version", "status", "created", "backbone", "classes", "test mAP", "decision"):
+            for column in (
+                "version",
+                "status",
+                "created",
+                "backbone",
+                "classes",
+                "test mAP",
+                "decision",
+            ):
                 table.add_column(column)
             for version in versions:
                 mean_ap = version.metrics.get("mean_average_precision")
@@ -327,6 +341,50 @@ def promote(version: Annotated[str, typer.Argument(help="the version to make cha
     console.print(f"{version} is now the champion; `mlc score --mode stale` rescores older rows")
 
 
+@app.command()
+def thresholds(
+    version: Annotated[str, typer.Argument(help="model version, e.g. v3")],
+    class_name: Annotated[str | None, typer.Argument(help="class to change")] = None,
+    value: Annotated[float | None, typer.Argument(min=0.0, max=1.0, help="new threshold")] = None,
+) -> None:
+    """Show a version's per-class thresholds, or override one class's threshold."""
+    from mlc_core.db.queries import get_model_version, override_threshold
+
+    if (class_name is None) != (value is None):
+        raise MlcError("give both CLASS and VALUE to override a threshold, or neither to show them")
+    workspace = _workspace()
+    try:
+        with workspace.transaction() as session:
+            record = get_model_version(session, version)
+            if record is None:
+                raise MlcError(f"there is no model version {version!r}; `mlc models` lists them")
+            if class_name is not None and value is not None:
+                try:
+                    previous = override_threshold(session, record, class_name, value)
+                except ValueError as error:
+                    raise MlcError(str(error)) from None
+                console.print(
+                    f"{version} {class_name}: threshold {previous:.3f} -> {value:.3f}; "
+                    "run `mlc retag` to recompute stored tag sets"
+                )
+            table = Table(title=f"thresholds of {version}")
+            for column in ("class", "threshold", "override"):
+                table.add_column(column)
+            overrides = record.threshold_overrides or {}
+            for name, threshold in zip(record.classes, record.thresholds, strict=True):
+                note = overrides.get(name)
+                table.add_row(
+                    name,
+                    f"{threshold:.3f}",
+                    f"set {note['set_at'][:16]} (calibrated {note['calibrated']:.3f})"
+                    if note
+                    else "",
+                )
+    finally:
+        workspace.close()
+    console.print(table)
+
+
 # --- demo ---------------------------------------------------------------------------------
 
 
@@ -354,7 +412,9 @@ def demo(
                     task,
                     total=event.epochs,
                     completed=event.epoch,
-                    description=f"training: epoch {event.epoch}, val mAP {event.validation_map:.3f}",
+                    description=(
+                        f"training: epoch {event.epoch}, val mAP {event.validation_map:.3f}"
+                    ),
                 )
             else:
                 progress.update(
@@ -367,7 +427,9 @@ def demo(
     _print_scoring(result["scoring"])
     holdout = result["holdout"]
     table = Table(
-        title=f"hold-out: {holdout['images']} images never labelled, model {holdout['model_version']}"
+        title=(
+            f"hold-out: {holdout['images']} images never labelled, model {holdout['model_version']}"
+        )
     )
     table.add_column("class")
     table.add_column("average precision", justify="right")
@@ -411,6 +473,9 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mlc_core")
+    # Prefect's ephemeral server migrates a new database on first start, which takes longer
+    # than its 20 s default on a busy two-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     try:
         app()
     except MlcError as error:

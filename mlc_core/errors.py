@@ -96,9 +96,7 @@ class UnknownBackbone(ModelError):
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
         self.known = known
-        super().__init__(
-            f"unknown backbone {name!r}; known backbones: {', '.join(sorted(known))}"
-        )
+        super().__init__(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(known))}")
 
 
 class ModelIntegrityError(ModelError):

@@ -20,7 +20,7 @@ from mlc_core.errors import SettingsError
 ENV_PREFIX = "MLC_"
 # Pillow's own default limit (about 89.5 megapixels); above it an image is treated as a
 # decompression bomb rather than decoded.
-PILLOW_DEFAULT_MAX_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
+PILLOW_DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
 
 class TrainingSettings(BaseModel):

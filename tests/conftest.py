@@ -16,7 +16,9 @@ pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.postgres"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_DIR = Path(
-    os.environ.get("MLC_TEST_DATASET_DIR", REPO_ROOT.parent / "shared" / "datasets" / "natural_scene")
+    os.environ.get(
+        "MLC_TEST_DATASET_DIR", REPO_ROOT.parent / "shared" / "datasets" / "natural_scene"
+    )
 )
 
 

@@ -43,7 +43,9 @@ def test_demo_runs_end_to_end_twice_and_leaves_queryable_tags(
     assert "0 new images" in second.stdout
 
     with sqlite3.connect(home / "mlc.db") as connection:
-        tags = connection.execute("select image_uri, tag, probability, model_version from current_tags").fetchall()
+        tags = connection.execute(
+            "select image_uri, tag, probability, model_version from current_tags"
+        ).fetchall()
     assert tags, "the demo left no tags in current_tags"
     tag = tags[0][1]
     listed = _run(["tags", "--tag", tag, "--json"], home, tmp_path)
@@ -51,7 +53,9 @@ def test_demo_runs_end_to_end_twice_and_leaves_queryable_tags(
     assert tag in listed.stdout
 
 
-def test_score_before_training_is_one_clear_sentence(isolated_mlc_environment: Path, tmp_path: Path) -> None:
+def test_score_before_training_is_one_clear_sentence(
+    isolated_mlc_environment: Path, tmp_path: Path
+) -> None:
     result = _run(["score"], isolated_mlc_environment, tmp_path)
     assert result.returncode != 0
     assert "no champion model yet" in result.stderr

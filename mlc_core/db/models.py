@@ -6,7 +6,8 @@ Design notes (why the tables look like this):
 - The probabilities of one image under one model version are one row (a JSON array in the
   order of ``model_versions.classes``), so a night of 10 M images x 20 classes writes 10 M rows,
   not 200 M. Only the tags above threshold get a long table (``image_tags``), which is what
-  people filter on. The views ``current_scores`` / ``current_tags`` present the long form.
+  people filter on. The views ``current_scores`` / ``current_tags`` present the long form
+  (they and ``scoring_failures`` are created by the migrations; see ``mlc_core.db``).
 - Unique constraints on ``scores(image_id, model_version_id)`` and the primary key of
   ``image_tags`` make a repeated write a no-op: reruns are idempotent.
 """
@@ -14,7 +15,7 @@ Design notes (why the tables look like this):
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -54,7 +55,7 @@ def utc_now() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class Image(Base):
@@ -67,7 +68,9 @@ class Image(Base):
         Index("ix_images_status", "status"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # 10 M new images a night outgrow a 32-bit id within a year on PostgreSQL; SQLite needs
+    # INTEGER for its rowid primary key (which is 64-bit anyway).
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     uri: Mapped[str] = mapped_column(String(2048), index=True)
     etag: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
@@ -155,7 +158,7 @@ class Score(Base):
     __table_args__ = (UniqueConstraint("image_id", "model_version_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    image_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("images.id", ondelete="CASCADE"))
     model_version_id: Mapped[int] = mapped_column(
         ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
     )
@@ -171,7 +174,7 @@ class ImageTag(Base):
     __table_args__ = (Index("ix_image_tags_model_version_id_tag", "model_version_id", "tag"),)
 
     image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+        BigInteger, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
     )
     model_version_id: Mapped[int] = mapped_column(
         ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True

@@ -44,12 +44,12 @@ def _background(rng: np.random.Generator, side: int) -> Image.Image:
     return Image.fromarray(pixels.astype(np.uint8), "RGB")
 
 
-def _draw_shape(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, kind: str, side: int
-) -> None:
+def _draw_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, kind: str, side: int) -> None:
     radius = rng.uniform(0.09, 0.17) * side
     cx, cy = rng.uniform(radius, side - radius, size=2)
-    color = _hsv_to_rgb(_HUES[kind] + rng.uniform(-20, 20), rng.uniform(0.7, 1), rng.uniform(0.75, 1))
+    color = _hsv_to_rgb(
+        _HUES[kind] + rng.uniform(-20, 20), rng.uniform(0.7, 1), rng.uniform(0.75, 1)
+    )
     box = (cx - radius, cy - radius, cx + radius, cy + radius)
     if kind == "circle":
         draw.ellipse(box, fill=color)
@@ -94,6 +94,8 @@ def make_synthetic_images(count: int, *, seed: int = 7, side: int = 96) -> list[
         buffer = io.BytesIO()
         picture.save(buffer, format="JPEG", quality=88)
         images.append(
-            SyntheticImage(f"synthetic-{index:05d}.jpg", tuple(str(k) for k in kinds), buffer.getvalue())
+            SyntheticImage(
+                f"synthetic-{index:05d}.jpg", tuple(str(k) for k in kinds), buffer.getvalue()
+            )
         )
     return images

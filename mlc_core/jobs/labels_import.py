@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -133,7 +132,9 @@ def parse_labels_csv(data: bytes, *, key_prefix: str = "") -> tuple[list[_Row], 
             continue
         if both := sorted(set(positives) & set(negatives)):
             report.problems.append(
-                LabelProblem(number, "contradiction", f"{key}: {', '.join(both)} both present and absent")
+                LabelProblem(
+                    number, "contradiction", f"{key}: {', '.join(both)} both present and absent"
+                )
             )
             continue
         if key in first_line_of:
@@ -150,9 +151,15 @@ def parse_labels_csv(data: bytes, *, key_prefix: str = "") -> tuple[list[_Row], 
     return rows, report
 
 
-def _common_prefix(keys: Iterable[str]) -> str:
-    prefix = os.path.commonprefix(list(keys))
-    return prefix[: prefix.rfind("/") + 1]
+def _common_folder(keys: Iterable[str]) -> str:
+    """The deepest folder (ending in '/') that holds every key, or '' for the whole store."""
+    ordered = sorted(keys)
+    first, last = ordered[0], ordered[-1]
+    shared = next(
+        (i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b),
+        min(len(first), len(last)),
+    )
+    return first[: first.rfind("/", 0, shared) + 1]
 
 
 def _keys_present(store: ObjectStore, keys: set[str]) -> set[str]:
@@ -160,7 +167,7 @@ def _keys_present(store: ObjectStore, keys: set[str]) -> set[str]:
     present: set[str] = set()
     if not keys:
         return present
-    for info in store.iter_objects(_common_prefix(keys)):
+    for info in store.iter_objects(_common_folder(keys)):
         if info.key in keys:
             present.add(info.key)
     return present

@@ -47,12 +47,11 @@ from mlc_core.db.work import (
 )
 from mlc_core.errors import ImageDecodeError, MlcError, NoChampionModel, ObjectNotFound
 from mlc_core.images import decode_image, has_image_extension
-from mlc_core.jobs.store_paths import key_for_uri
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
 from mlc_core.model.artifacts import deserialize_model
 from mlc_core.model.predict import Predictor
-from mlc_core.storage import validate_prefix
+from mlc_core.storage import key_for_uri, validate_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -273,9 +272,13 @@ def score_images(
             "score",
             {"mode": mode, "prefixes": prefixes, "batch_size": batch_size},
         ).id
-    report = ScoreReport(model_version=champion.version, mode=mode, prefixes=prefixes, run_id=run_id)
+    report = ScoreReport(
+        model_version=champion.version, mode=mode, prefixes=prefixes, run_id=run_id
+    )
     try:
-        _score(workspace, champion, run_id, report, prefixes, mode, batch_size, on_progress, started)
+        _score(
+            workspace, champion, run_id, report, prefixes, mode, batch_size, on_progress, started
+        )
     except BaseException as error:
         report.seconds = time.monotonic() - started
         _finish(workspace, run_id, report, champion.id, error)
@@ -307,7 +310,9 @@ def _finish(
             session.get_one(Run, run_id),
             status="failed" if error else "succeeded",
             counts=counts,
-            error=None if error is None else (str(error) if isinstance(error, MlcError) else repr(error)),
+            error=None
+            if error is None
+            else (str(error) if isinstance(error, MlcError) else repr(error)),
             model_version_id=model_version_id,
         )
 
@@ -325,7 +330,7 @@ def _score(
 ) -> None:
     store = workspace.store
     discover_images(workspace, prefixes, report)
-    uri_prefixes = [store.uri(p) if p else store.uri("k")[:-1] for p in prefixes]
+    uri_prefixes = [store.root_uri + prefix for prefix in prefixes]
     with workspace.transaction() as session:
         report.pending = count_pending_images(
             session, model_version_id=champion.id, mode=mode, uri_prefixes=uri_prefixes
@@ -391,7 +396,9 @@ def _score(
         ) as pool:
             in_flight: deque[list[Future[_Item]]] = deque()
             for items in _pending_batches(workspace, champion.id, mode, uri_prefixes, batch_size):
-                in_flight.append([pool.submit(_load_item, workspace, item, image_size) for item in items])
+                in_flight.append(
+                    [pool.submit(_load_item, workspace, item, image_size) for item in items]
+                )
                 if len(in_flight) > BATCHES_IN_FLIGHT:
                     process(in_flight.popleft())
             while in_flight:

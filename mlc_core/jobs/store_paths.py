@@ -1,10 +1,8 @@
-"""Where mlc keeps its own files in the object store, and the way back from a URI to a key."""
+"""Where mlc keeps its own files in the object store."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from mlc_core.storage import ObjectStore
 
 MODELS_PREFIX = "models/"
 
@@ -20,11 +18,6 @@ class ModelPaths:
 
 def model_paths(version: str) -> ModelPaths:
     folder = f"{MODELS_PREFIX}{version}/"
-    return ModelPaths(model=folder + "model.keras", card=folder + "card.json", split=folder + "split.json")
-
-
-def key_for_uri(store: ObjectStore, uri: str) -> str | None:
-    """The key of ``uri`` in ``store``, or None when the URI points somewhere else."""
-    # A store's URIs are its root followed by the key, so the root is what precedes a key.
-    root = store.uri("k")[:-1]
-    return uri[len(root) :] if uri.startswith(root) and len(uri) > len(root) else None
+    return ModelPaths(
+        model=folder + "model.keras", card=folder + "card.json", split=folder + "split.json"
+    )

@@ -39,7 +39,7 @@ from mlc_core.db.queries import (
     start_run,
 )
 from mlc_core.errors import MlcError, ObjectNotFound, TrainingDataError
-from mlc_core.jobs.store_paths import key_for_uri, model_paths
+from mlc_core.jobs.store_paths import model_paths
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
 from mlc_core.model.artifacts import (
@@ -59,6 +59,7 @@ from mlc_core.model.split import DataSplit, split_dataset
 from mlc_core.model.thresholds import calibrate_thresholds
 from mlc_core.model.training import EpochReport, train_model
 from mlc_core.settings import TrainingSettings
+from mlc_core.storage import key_for_uri
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,9 @@ def _champion_test_keys(workspace: Workspace, champion_version: str) -> list[str
     try:
         split = _read_json(workspace, model_paths(champion_version).split)
     except ObjectNotFound:
-        logger.warning("champion %s has no stored split; comparing on the new test split", champion_version)
+        logger.warning(
+            "champion %s has no stored split; comparing on the new test split", champion_version
+        )
         return []
     return list(split.get("test", []))
 

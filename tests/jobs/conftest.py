@@ -31,7 +31,9 @@ def workspace(isolated_mlc_environment: Path) -> Iterator[Workspace]:
     opened.close()
 
 
-def put_synthetic_images(workspace: Workspace, count: int, folder: str = "images/") -> dict[str, tuple[str, ...]]:
+def put_synthetic_images(
+    workspace: Workspace, count: int, folder: str = "images/"
+) -> dict[str, tuple[str, ...]]:
     """Write synthetic images into the store; returns key -> true tags."""
     truth = {}
     for image in make_synthetic_images(count, seed=11):

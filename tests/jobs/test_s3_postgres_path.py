@@ -21,7 +21,9 @@ from tests.jobs.conftest import labels_csv, put_synthetic_images, tiny_settings
 def test_a_server_database_must_be_migrated_first(
     isolated_mlc_environment: Path, postgres_url: str, s3_store_url: str
 ) -> None:
-    settings = tiny_settings(isolated_mlc_environment, database_url=postgres_url, storage_url=s3_store_url)
+    settings = tiny_settings(
+        isolated_mlc_environment, database_url=postgres_url, storage_url=s3_store_url
+    )
     with pytest.raises(SchemaOutOfDate, match="mlc db upgrade"):
         open_workspace(settings)
 
@@ -33,7 +35,9 @@ def test_train_score_and_query_tags_on_seaweedfs_and_postgresql(
     engine = create_db_engine(postgres_url)
     upgrade_schema(engine)
     engine.dispose()
-    settings = tiny_settings(isolated_mlc_environment, database_url=postgres_url, storage_url=s3_store_url)
+    settings = tiny_settings(
+        isolated_mlc_environment, database_url=postgres_url, storage_url=s3_store_url
+    )
     workspace = open_workspace(settings)
     try:
         truth = put_synthetic_images(workspace, 40, folder="images/in bucket ü/")

@@ -54,7 +54,9 @@ def test_score_writes_probabilities_and_tags_then_a_rerun_scores_nothing(
     with workspace.engine.connect() as connection:
         rows = connection.execute(text("select count(*) from current_scores")).scalar_one()
         assert rows == len(truth) * 5
-        tagged = connection.execute(text("select count(distinct image_uri) from current_tags")).scalar_one()
+        tagged = connection.execute(
+            text("select count(distinct image_uri) from current_tags")
+        ).scalar_one()
     assert tagged > 0
     with workspace.transaction() as session:
         champion = get_champion(session)

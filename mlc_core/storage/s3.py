@@ -1,0 +1,406 @@
+"""An object store in an S3 bucket (AWS or any S3-compatible server), through boto3.
+
+The endpoint, region and credentials come only from boto3's standard chain: ``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_PROFILE`` and the
+files in ``~/.aws``. Every botocore error is translated into the ``StorageError`` tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    UnknownCredentialError,
+)
+from botocore.exceptions import ConnectionError as EndpointUnreachable
+
+from mlc_core.errors import InvalidKey, ObjectNotFound, StorageError, StoreUnavailable
+from mlc_core.storage.base import ObjectInfo, batched, validate_key, validate_prefix
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger(__name__)
+
+# Per attempt. A refused connection fails all attempts in about a second or two; an endpoint
+# that never answers the handshake in about 5 x 3 s plus backoff. The read timeout is per
+# socket read, not per object, so large objects are not cut short by it.
+CONNECT_TIMEOUT_SECONDS = 3.0
+READ_TIMEOUT_SECONDS = 30.0
+# Standard mode retries throttling, 5xx and connection errors with jittered backoff; five
+# attempts ride out a server hiccup without turning an outage into minutes of waiting.
+MAX_ATTEMPTS = 5
+# Enough for the scoring readers (16 by default) with room for a larger read_workers setting.
+MAX_POOL_CONNECTIONS = 64
+# S3 returns at most 1000 keys per ListObjectsV2 call.
+MAX_LIST_PAGE = 1000
+
+# What botocore raises; anything else is a bug of ours and is left alone.
+_BOTO_ERRORS = (ClientError, BotoCoreError)
+# botocore's own rule for a plain bucket name; anything else it rejects with a raw error.
+_BUCKET_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,255}$")
+_MISSING_BUCKET_CODES = {"NoSuchBucket"}
+_MISSING_CODES = {"NoSuchKey", "NotFound", "404"}
+_REFUSED_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "InvalidClientTokenId",
+    "Forbidden",
+    "403",
+}
+
+
+class S3Store:
+    """Objects under ``prefix`` in ``bucket``; keys are relative to that prefix.
+
+    The boto3 client is made on first use and shared by all threads (boto3 clients are
+    thread-safe). It always uses path-style addressing (``http://host:port/bucket/key``): it is
+    the style every S3-compatible server understands without wildcard DNS (``localhost``, a
+    compose service name, an IP), and AWS S3 still serves it.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+    ) -> None:
+        """Describe the store; no network I/O happens until a method needs it.
+
+        Args:
+            bucket: the bucket name.
+            prefix: the folder in the bucket the store lives in ('' for the whole bucket); a
+                trailing '/' is optional.
+            connect_timeout: seconds to wait for a TCP connection, per attempt.
+            read_timeout: seconds to wait for the server to send data, per attempt.
+
+        Raises:
+            StoreUnavailable: the bucket name is not valid.
+            InvalidKey: the prefix breaks the key rules.
+        """
+        if not _BUCKET_NAME.match(bucket):
+            raise StoreUnavailable(
+                f"{bucket!r} is not a valid S3 bucket name; use letters, digits, '.', '-' and '_'"
+            )
+        folder = prefix.removesuffix("/")
+        if folder:
+            validate_key(folder)
+        self.bucket = bucket
+        self.prefix = folder
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.url = f"s3://{bucket}/{folder}" if folder else f"s3://{bucket}"
+        # The trailing '/' keeps a store at "p1" from seeing the keys of "p10/".
+        self._root = f"{folder}/" if folder else ""
+        self.root_uri = f"s3://{bucket}/{self._root}"
+        self._client_lock = threading.Lock()
+        self._s3: S3Client | None = None
+        self._bucket_seen = False
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The client and its lock cannot be pickled; a copy in another process makes its own.
+        return (
+            _rebuild,
+            (self.bucket, self.prefix, self.connect_timeout, self.read_timeout),
+        )
+
+    def uri(self, key: str) -> str:
+        """Return ``s3://bucket/prefix/<key>`` (not percent-encoded).
+
+        Raises:
+            InvalidKey: the key breaks the key rules.
+        """
+        return f"s3://{self.bucket}/{self._object_key(key)}"
+
+    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Iterator[list[ObjectInfo]]:
+        """Yield the objects whose key starts with ``prefix``, ``page_size`` at a time.
+
+        Objects come in the order the server lists them, which on AWS S3 is ascending UTF-8
+        byte order (SeaweedFS differs: it lists "a/x" before "a-b"). The zero-byte "folder"
+        markers some consoles create (keys ending in '/') are left out, and so are other keys
+        that break the key rules, with a warning in the log.
+
+        Raises:
+            InvalidKey: the prefix breaks the key rules (raised at the call).
+            ValueError: ``page_size`` is smaller than 1 (raised at the call).
+            StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
+            StorageError: any other failure of the server.
+        """
+        validate_prefix(prefix)
+        return batched(self._walk(prefix, min(page_size, MAX_LIST_PAGE)), page_size)
+
+    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield the objects whose key starts with ``prefix``, in :meth:`list_pages` order."""
+        for page in self.list_pages(prefix):
+            yield from page
+
+    def head(self, key: str) -> ObjectInfo:
+        """Return the size, etag and modification time of one object without reading it.
+
+        Raises:
+            InvalidKey: the key breaks the key rules.
+            ObjectNotFound: the bucket has no such object.
+            StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
+            StorageError: any other failure of the server.
+        """
+        object_key = self._object_key(key)
+        client = self._client()
+        try:
+            response = client.head_object(Bucket=self.bucket, Key=object_key)
+        except _BOTO_ERRORS as error:
+            # A HEAD answer has no body, so a missing bucket and a missing key are the same
+            # 404; ask about the bucket once per store to tell them apart.
+            if _error_code(error) in _MISSING_CODES and not self._bucket_seen:
+                self.check()
+            raise self._error(error, key) from error
+        self._bucket_seen = True
+        return ObjectInfo(
+            key=key,
+            size=response["ContentLength"],
+            etag=_etag(response["ETag"]),
+            modified=response["LastModified"].astimezone(UTC),
+        )
+
+    def get(self, key: str) -> bytes:
+        """Return the bytes of one object.
+
+        Raises:
+            InvalidKey: the key breaks the key rules.
+            ObjectNotFound: the bucket has no such object.
+            StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
+            StorageError: any other failure of the server.
+        """
+        object_key = self._object_key(key)
+        client = self._client()
+        try:
+            body = client.get_object(Bucket=self.bucket, Key=object_key)["Body"]
+            try:
+                return body.read()
+            finally:
+                body.close()
+        except _BOTO_ERRORS as error:
+            raise self._error(error, key) from error
+
+    def put(self, key: str, data: bytes) -> ObjectInfo:
+        """Write one object whole (S3 PUTs are atomic) and return its info.
+
+        ``modified`` is the time the server answered (to the second), which may differ from the
+        ``LastModified`` a later :meth:`head` reports by a second.
+
+        Raises:
+            InvalidKey: the key breaks the key rules.
+            StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
+            StorageError: any other failure of the server.
+        """
+        object_key = self._object_key(key)
+        client = self._client()
+        try:
+            response = client.put_object(Bucket=self.bucket, Key=object_key, Body=data)
+        except _BOTO_ERRORS as error:
+            raise self._error(error, key) from error
+        self._bucket_seen = True
+        return ObjectInfo(
+            key=key,
+            size=len(data),
+            etag=_etag(response["ETag"]),
+            modified=_response_time(response["ResponseMetadata"]),
+        )
+
+    def exists(self, key: str) -> bool:
+        """Return whether the object exists.
+
+        Raises:
+            InvalidKey: the key breaks the key rules.
+            StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
+            StorageError: any other failure of the server.
+        """
+        try:
+            self.head(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        """Delete one object; a missing key does nothing.
+
+        Raises:
+            InvalidKey: the key breaks the key rules.
+            StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
+            StorageError: any other failure of the server.
+        """
+        object_key = self._object_key(key)
+        client = self._client()
+        try:
+            client.delete_object(Bucket=self.bucket, Key=object_key)
+        except _BOTO_ERRORS as error:
+            raise self._error(error, key) from error
+
+    def check(self) -> None:
+        """Make sure the bucket exists and the credentials are accepted (one HEAD request).
+
+        Raises:
+            StoreUnavailable: missing bucket, refused or missing credentials, unreachable
+                endpoint, unusable AWS configuration.
+            StorageError: any other failure of the server.
+        """
+        client = self._client()
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except _BOTO_ERRORS as error:
+            raise self._error(error, None) from error
+        self._bucket_seen = True
+
+    def _object_key(self, key: str) -> str:
+        return self._root + validate_key(key)
+
+    def _walk(self, prefix: str, request_size: int) -> Iterator[ObjectInfo]:
+        client = self._client()
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket,
+            Prefix=self._root + prefix,
+            PaginationConfig={"PageSize": request_size},
+        )
+        try:
+            for page in pages:
+                self._bucket_seen = True
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self._root) :]
+                    if key.endswith("/"):
+                        continue  # a console's "folder" marker, not an object
+                    try:
+                        validate_key(key)
+                    except InvalidKey as error:
+                        logger.warning("not listing an object in %s: %s", self.url, error)
+                        continue
+                    yield ObjectInfo(
+                        key=key,
+                        size=item["Size"],
+                        etag=_etag(item["ETag"]),
+                        modified=item["LastModified"].astimezone(UTC),
+                    )
+        except _BOTO_ERRORS as error:
+            raise self._error(error, None) from error
+
+    def _client(self) -> S3Client:
+        client = self._s3
+        if client is None:
+            with self._client_lock:
+                if self._s3 is None:
+                    self._s3 = self._make_client()
+                client = self._s3
+        return client
+
+    def _make_client(self) -> S3Client:
+        config = botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            max_pool_connections=MAX_POOL_CONNECTIONS,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            s3={"addressing_style": "path"},
+        )
+        try:
+            return boto3.session.Session().client("s3", config=config)
+        except (BotoCoreError, ValueError) as error:
+            # ValueError: botocore's answer to an AWS_ENDPOINT_URL that is not a URL.
+            raise StoreUnavailable(
+                f"cannot set up an S3 client for bucket '{self.bucket}': {error}; "
+                "check AWS_ENDPOINT_URL, AWS_PROFILE and the files in ~/.aws"
+            ) from error
+
+    def _endpoint(self) -> str:
+        return self._s3.meta.endpoint_url if self._s3 is not None else "the configured endpoint"
+
+    def _error(self, error: Exception, key: str | None) -> StorageError:
+        """Translate a boto3 error into the one-sentence error a user can act on."""
+        bucket, endpoint = self.bucket, self._endpoint()
+        code = _error_code(error)
+        if code in _MISSING_BUCKET_CODES or (key is None and code in _MISSING_CODES):
+            return StoreUnavailable(
+                f"S3 bucket '{bucket}' does not exist at endpoint {endpoint}; "
+                f"create it or fix the bucket in the store URL {self.url}"
+            )
+        if code in _MISSING_CODES and key is not None:
+            return ObjectNotFound(key, self.url)
+        if code in _REFUSED_CODES or _status(error) == 403:
+            return StoreUnavailable(
+                f"S3 endpoint {endpoint} refused access to bucket '{bucket}' ({code}); "
+                "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the "
+                "bucket's permissions"
+            )
+        if isinstance(
+            error,
+            NoCredentialsError
+            | PartialCredentialsError
+            | CredentialRetrievalError
+            | UnknownCredentialError,
+        ):
+            return StoreUnavailable(
+                f"no usable AWS credentials for S3 bucket '{bucket}' at endpoint {endpoint} "
+                f"({error}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+            )
+        if isinstance(error, EndpointUnreachable):
+            return StoreUnavailable(
+                f"cannot reach S3 endpoint {endpoint} for bucket '{bucket}' ({error}); "
+                "check AWS_ENDPOINT_URL and that the server is running"
+            )
+        what = f"object {key!r}" if key is not None else "the listing"
+        if isinstance(error, ClientError):
+            message = error.response.get("Error", {}).get("Message", "")
+            return StorageError(
+                f"S3 request for {what} in bucket '{bucket}' at endpoint {endpoint} failed "
+                f"with {code}: {message}"
+            )
+        return StorageError(
+            f"S3 request for {what} in bucket '{bucket}' at endpoint {endpoint} failed: {error}"
+        )
+
+
+def _rebuild(bucket: str, prefix: str, connect_timeout: float, read_timeout: float) -> S3Store:
+    return S3Store(bucket, prefix, connect_timeout=connect_timeout, read_timeout=read_timeout)
+
+
+def _error_code(error: Exception) -> str:
+    if not isinstance(error, ClientError):
+        return ""
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _status(error: Exception) -> int | None:
+    if not isinstance(error, ClientError):
+        return None
+    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def _etag(value: str) -> str:
+    return value.strip('"')
+
+
+def _response_time(metadata: Any) -> datetime:
+    date = metadata.get("HTTPHeaders", {}).get("date")
+    if date:
+        try:
+            return parsedate_to_datetime(date).astimezone(UTC)
+        except (TypeError, ValueError):
+            pass
+    return datetime.now(UTC)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+from mlc_core.db.engine import create_db_engine
+from mlc_core.db.migrate import (
+    alembic_config,
+    head_revision,
+    require_current_schema,
+    schema_revision,
+    upgrade_schema,
+)
+from mlc_core.db.models import Base
+from mlc_core.errors import SchemaOutOfDate
+
+VIEWS = {"current_tags", "current_scores", "scoring_failures"}
+
+
+def test_migration_history_has_exactly_one_head() -> None:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+
+    assert heads == [head_revision()]
+
+
+def test_every_migration_file_says_why_it_exists() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+
+    for revision in script.walk_revisions():
+        assert "Why this revision exists:" in (revision.module.__doc__ or ""), revision.path
+
+
+def test_upgrade_from_empty_creates_tables_and_views_at_head(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        revision = upgrade_schema(engine)
+
+        assert revision == head_revision()
+        assert schema_revision(engine) == head_revision()
+        inspector = inspect(engine)
+        assert set(Base.metadata.tables) <= set(inspector.get_table_names())
+        assert set(inspector.get_view_names()) == VIEWS
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_twice_is_a_no_op(migrated_engine: Engine) -> None:
+    assert upgrade_schema(migrated_engine) == head_revision()
+
+
+def test_models_match_migrations(migrated_engine: Engine) -> None:
+    with migrated_engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": True}
+        )
+        differences = compare_metadata(context, Base.metadata)
+
+    assert differences == []
+
+
+def test_downgrade_to_base_then_upgrade_again(migrated_engine: Engine) -> None:
+    with migrated_engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "base")
+
+    assert schema_revision(migrated_engine) is None
+    assert set(inspect(migrated_engine).get_table_names()) == {"alembic_version"}
+    assert inspect(migrated_engine).get_view_names() == []
+    assert upgrade_schema(migrated_engine) == head_revision()
+
+
+def test_schema_revision_of_an_empty_database_is_none(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        assert schema_revision(engine) is None
+    finally:
+        engine.dispose()
+
+
+def test_require_current_schema_on_an_empty_database_asks_for_mlc_db_upgrade(
+    database_url: str,
+) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        with pytest.raises(SchemaOutOfDate, match="has no mlc tables yet; run `mlc db upgrade`"):
+            require_current_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def test_require_current_schema_accepts_a_database_at_head(migrated_engine: Engine) -> None:
+    require_current_schema(migrated_engine)
+
+
+def test_require_current_schema_names_both_revisions_of_an_older_database(
+    migrated_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A newer mlc would have a later head; pretend this one needs revision "later".
+    monkeypatch.setattr("mlc_core.db.migrate.head_revision", lambda: "later")
+
+    with pytest.raises(SchemaOutOfDate) as raised:
+        require_current_schema(migrated_engine)
+
+    message = str(raised.value)
+    assert f"is at revision {schema_revision(migrated_engine)} but this mlc needs later" in message
+    assert "run `mlc db upgrade`" in message
+
+
+def test_a_database_migrated_by_a_newer_mlc_asks_to_upgrade_mlc(migrated_engine: Engine) -> None:
+    with migrated_engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+
+    with pytest.raises(SchemaOutOfDate, match="f00dfeedbeef, which this mlc does not know"):
+        require_current_schema(migrated_engine)
+    with pytest.raises(SchemaOutOfDate, match="upgrade mlc"):
+        upgrade_schema(migrated_engine)

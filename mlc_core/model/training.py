@@ -1,0 +1,235 @@
+"""Fit a model with early stopping on validation mean average precision."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import average_precision_score
+
+from mlc_core.model.backbones import require_tensorflow_backend
+
+logger = logging.getLogger(__name__)
+
+VALIDATION_BATCH_SIZE = 64
+# Decoupled weight decay (scaled by the learning rate in AdamW); a light regularizer for
+# small data sets trained from scratch. Norm scales and biases are exempt.
+WEIGHT_DECAY = 0.05
+WARMUP_FRACTION = 0.05
+FINAL_LEARNING_RATE_FRACTION = 0.01
+
+
+@dataclass
+class EpochReport:
+    """What happened in one epoch; ``epoch`` counts from 1."""
+
+    epoch: int
+    epochs: int
+    loss: float
+    validation_loss: float
+    validation_map: float
+    seconds: float
+
+
+@dataclass
+class TrainingOutcome:
+    """The result of :func:`train_model`; the model holds the weights of ``best_epoch``."""
+
+    best_epoch: int
+    epochs_run: int
+    history: list[EpochReport]
+    seconds: float
+
+
+def mean_average_precision(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean over classes of average precision, skipping classes without positives.
+
+    Returns NaN when no class has a positive.
+    """
+    precisions = [
+        float(average_precision_score(labels[:, column], probabilities[:, column]))
+        for column in range(labels.shape[1])
+        if labels[:, column].any()
+    ]
+    return float(np.mean(precisions)) if precisions else math.nan
+
+
+def _learning_rate_schedule(
+    learning_rate: float, steps_per_epoch: int, epochs: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """A short linear warmup then cosine decay over the planned epochs."""
+    if steps_per_epoch < 1:
+        # Unknown dataset length: without a step count there is no schedule to plan.
+        return learning_rate
+    total_steps = steps_per_epoch * epochs
+    warmup_steps = int(total_steps * WARMUP_FRACTION)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate * 0.1 if warmup_steps else learning_rate,
+        decay_steps=max(total_steps - warmup_steps, 1),
+        alpha=FINAL_LEARNING_RATE_FRACTION,
+        warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+class _EarlyStoppingOnMap(keras.callbacks.Callback):
+    """Scores the validation set after each epoch, reports, and keeps the best weights."""
+
+    def __init__(
+        self,
+        validation_images: np.ndarray,
+        validation_labels: np.ndarray,
+        loss: keras.losses.Loss,
+        epochs: int,
+        patience: int,
+        on_epoch_end: Callable[[EpochReport], None] | None,
+    ) -> None:
+        super().__init__()
+        self.validation_images = validation_images
+        self.validation_labels = validation_labels.astype(np.float32, copy=False)
+        self.loss = loss
+        self.epochs = epochs
+        self.patience = patience
+        self.report = on_epoch_end
+        self.history: list[EpochReport] = []
+        self.best_score = -math.inf
+        self.best_epoch = 0
+        self.best_weights: list[np.ndarray] | None = None
+        self.epochs_without_improvement = 0
+        self.epoch_started = 0.0
+        self._forward: Callable[[tf.Tensor], tf.Tensor] | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def _predict(self) -> np.ndarray:
+        if self._forward is None:
+            model = self.model
+
+            @tf.function(reduce_retracing=True)
+            def forward(images: tf.Tensor) -> tf.Tensor:
+                return model(tf.cast(images, tf.float32), training=False)
+
+            self._forward = forward
+        chunks = [
+            np.asarray(
+                self._forward(tf.constant(self.validation_images[i : i + VALIDATION_BATCH_SIZE]))
+            )
+            for i in range(0, len(self.validation_images), VALIDATION_BATCH_SIZE)
+        ]
+        return np.concatenate(chunks).astype(np.float32)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        probabilities = self._predict()
+        validation_loss = float(self.loss(self.validation_labels, probabilities))
+        validation_map = mean_average_precision(self.validation_labels, probabilities)
+        report = EpochReport(
+            epoch=epoch + 1,
+            epochs=self.epochs,
+            loss=float((logs or {}).get("loss", math.nan)),
+            validation_loss=validation_loss,
+            validation_map=validation_map,
+            seconds=time.perf_counter() - self.epoch_started,
+        )
+        self.history.append(report)
+        logger.info(
+            "epoch %d/%d: loss %.4f, validation loss %.4f, validation mAP %.4f",
+            report.epoch,
+            report.epochs,
+            report.loss,
+            report.validation_loss,
+            report.validation_map,
+        )
+        # mAP is undefined when no validation image has any label; the loss then decides.
+        score = validation_map if math.isfinite(validation_map) else -validation_loss
+        if score > self.best_score:
+            self.best_score = score
+            self.best_epoch = report.epoch
+            self.best_weights = self.model.get_weights()
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+            if self.epochs_without_improvement >= self.patience:
+                self.model.stop_training = True
+        if self.report is not None:
+            self.report(report)
+
+
+def train_model(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    validation_images: np.ndarray,
+    validation_labels: np.ndarray,
+    *,
+    epochs: int,
+    learning_rate: float,
+    loss: keras.losses.Loss,
+    patience: int,
+    seed: int,
+    on_epoch_end: Callable[[EpochReport], None] | None = None,
+) -> TrainingOutcome:
+    """Train ``model`` in place and leave it holding the weights of its best epoch.
+
+    The optimizer is AdamW (weight decay 0.05, not on norm scales or biases) with a linear
+    warmup over the first 5% of the planned steps, then cosine decay to 1% of
+    ``learning_rate``. After every epoch the validation images are scored; training stops
+    once validation mAP (mean over classes with a positive of average precision) has not
+    improved for ``patience`` epochs, and the weights of the best epoch are restored.
+
+    Python, NumPy and TensorFlow are seeded with ``seed`` first; for identical initial
+    weights, seed before building the model too.
+
+    Args:
+        model: an uncompiled (or to-be-recompiled) model with sigmoid outputs.
+        train: a finite dataset of ``(images, labels)`` batches; one pass is one epoch.
+        validation_images: uint8 ``(N, S, S, 3)``.
+        validation_labels: multi-hot ``(N, num_labels)``.
+        epochs: the most epochs to run.
+        learning_rate: the peak learning rate.
+        loss: the training loss, e.g. from :func:`mlc_core.model.losses.make_loss`.
+        patience: epochs without improvement before stopping.
+        seed: seeds every random number generator involved.
+        on_epoch_end: called with each epoch's report, e.g. to draw progress.
+
+    Returns:
+        The best epoch, how many epochs ran, every epoch's report and the total time.
+
+    Raises:
+        ValueError: ``epochs``, ``patience`` or the validation arrays are unusable.
+    """
+    require_tensorflow_backend()
+    if epochs < 1 or patience < 1:
+        raise ValueError(f"epochs and patience must be at least 1, got {epochs} and {patience}")
+    if len(validation_images) == 0 or len(validation_images) != len(validation_labels):
+        raise ValueError(
+            f"expected as many validation images as label rows (at least 1), got "
+            f"{len(validation_images)} images and {len(validation_labels)} label rows"
+        )
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    steps_per_epoch = int(train.cardinality())
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=_learning_rate_schedule(learning_rate, steps_per_epoch, epochs),
+        weight_decay=WEIGHT_DECAY,
+    )
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
+    monitor = _EarlyStoppingOnMap(
+        validation_images, validation_labels, loss, epochs, patience, on_epoch_end
+    )
+    model.fit(train, epochs=epochs, verbose=0, shuffle=False, callbacks=[monitor])
+    if monitor.best_weights is not None:
+        model.set_weights(monitor.best_weights)
+    return TrainingOutcome(
+        best_epoch=monitor.best_epoch,
+        epochs_run=len(monitor.history),
+        history=monitor.history,
+        seconds=time.perf_counter() - started,
+    )

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import keras
 import numpy as np
 
 from mlc_core.db.models import Run
@@ -49,6 +50,7 @@ from mlc_core.model.artifacts import (
     serialize_model,
     sha256_hex,
 )
+from mlc_core.model.backbones import get_backbone
 from mlc_core.model.build import build_model
 from mlc_core.model.dataset import decode_labeled_images, make_training_dataset
 from mlc_core.model.losses import make_loss
@@ -274,6 +276,7 @@ def _train(
     on_epoch_end: Callable[[EpochReport], None] | None,
 ) -> TrainingReport:
     started = time.monotonic()
+    get_backbone(settings.backbone)  # an unknown name fails now, not after decoding every image
     labelled_images, missing = _gather_labelled_images(workspace)
     if not labelled_images:
         raise TrainingDataError(
@@ -314,6 +317,8 @@ def _train(
         _rows(keys, split.test),
     )
 
+    # Same seed, same snapshot -> same initial weights, so versions are reproducible.
+    keras.utils.set_random_seed(settings.seed)
     model = build_model(
         settings.backbone,
         len(vocabulary),

@@ -1,0 +1,137 @@
+"""Model versions over time: the promotion gate, rollback, changed class lists, trust."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from mlc_core.db.models import ModelVersion, Score
+from mlc_core.db.queries import get_champion, promote_model_version
+from mlc_core.errors import ModelIntegrityError, TrainingDataError, UnknownBackbone
+from mlc_core.jobs.labels_import import import_labels
+from mlc_core.jobs.score import score_images
+from mlc_core.jobs.train import train_model_version
+from mlc_core.jobs.workspace import Workspace
+from tests.jobs.conftest import labels_csv, put_synthetic_images
+
+
+def _import(workspace: Workspace, data: bytes) -> None:
+    with workspace.transaction() as session:
+        import_labels(session, workspace.store, data, source="test")
+
+
+@pytest.fixture
+def labelled(workspace: Workspace) -> dict[str, tuple[str, ...]]:
+    truth = put_synthetic_images(workspace, 48)
+    _import(workspace, labels_csv(truth))
+    return truth
+
+
+def test_a_candidate_that_does_not_beat_the_champion_stays_candidate_with_the_reason(
+    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
+) -> None:
+    first = train_model_version(workspace, workspace.settings.training)
+    strict = workspace.settings.training.model_copy(update={"promotion_margin": 1.0})
+    second = train_model_version(workspace, strict)
+    assert second.status == "candidate"
+    assert "margin" in second.decision
+    assert second.champion_comparison is not None
+    assert second.champion_comparison["champion_version"] == first.version
+    with workspace.transaction() as session:
+        champion = get_champion(session)
+        candidate = session.scalars(select(ModelVersion).where(ModelVersion.version == "v2")).one()
+        assert champion is not None and champion.version == "v1"
+        assert candidate.decision == second.decision
+
+
+def test_the_candidate_is_judged_on_the_champions_test_images_it_never_trained_on(
+    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
+) -> None:
+    import json
+
+    train_model_version(workspace, workspace.settings.training)
+    train_model_version(workspace, workspace.settings.training)
+    first = json.loads(workspace.store.get("models/v1/split.json"))
+    second = json.loads(workspace.store.get("models/v2/split.json"))
+    assert set(first["test"]) <= set(second["test"])
+    assert not set(first["test"]) & (set(second["train"]) | set(second["validation"]))
+
+
+def test_promote_rolls_back_to_an_earlier_version(
+    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
+) -> None:
+    train_model_version(workspace, workspace.settings.training)
+    forced = workspace.settings.training.model_copy(update={"promotion_margin": 0.0})
+    train_model_version(workspace, forced)
+    with workspace.transaction() as session:
+        v1 = session.scalars(select(ModelVersion).where(ModelVersion.version == "v1")).one()
+        promote_model_version(session, v1, "rollback")
+    with workspace.transaction() as session:
+        champion = get_champion(session)
+        assert champion is not None and champion.version == "v1"
+        statuses = dict(session.execute(select(ModelVersion.version, ModelVersion.status)).all())
+    assert statuses["v1"] == "champion" and statuses["v2"] in ("retired", "candidate")
+
+
+def test_a_changed_class_list_gives_a_version_whose_rows_use_its_own_classes(
+    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
+) -> None:
+    train_model_version(workspace, workspace.settings.training)
+    score_images(workspace)
+    without_rings = {key: tuple(t for t in tags if t != "ring") for key, tags in labelled.items()}
+    _import(workspace, labels_csv(without_rings))
+    second = train_model_version(workspace, workspace.settings.training)
+    assert "ring" not in second.classes
+    with workspace.transaction() as session:
+        v2 = session.scalars(select(ModelVersion).where(ModelVersion.version == "v2")).one()
+        promote_model_version(session, v2, "test")
+    score_images(workspace, mode="stale")
+    with workspace.transaction() as session:
+        widths = {
+            (version, len(probabilities))
+            for version, probabilities in session.execute(
+                select(ModelVersion.version, Score.probabilities).join(
+                    ModelVersion, Score.model_version_id == ModelVersion.id
+                )
+            )
+        }
+    assert widths == {("v1", 5), ("v2", 4)}
+
+
+def test_a_tampered_model_file_is_refused(
+    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
+) -> None:
+    train_model_version(workspace, workspace.settings.training)
+    original = workspace.store.get("models/v1/model.keras")
+    workspace.store.put("models/v1/model.keras", original[:-10] + b"0123456789")
+    with pytest.raises(ModelIntegrityError, match="checksum"):
+        score_images(workspace)
+
+
+def test_one_class_only_stops_before_writing_anything(workspace: Workspace) -> None:
+    truth = put_synthetic_images(workspace, 20)
+    _import(workspace, labels_csv({key: ("circle",) for key in truth}))
+    with pytest.raises(TrainingDataError, match="at least two"):
+        train_model_version(workspace, workspace.settings.training)
+    assert list(workspace.store.iter_objects("models/")) == []
+
+
+def test_corrupt_and_missing_labelled_images_are_skipped_and_counted(
+    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
+) -> None:
+    keys = sorted(labelled)
+    workspace.store.put(keys[0], b"\xff\xd8\xff\xe0 truncated")
+    workspace.store.delete(keys[1])
+    report = train_model_version(workspace, workspace.settings.training)
+    assert list(report.unreadable_images) == [keys[0]]
+    assert report.missing_images == 1
+    assert report.status == "champion"
+
+
+def test_an_unknown_backbone_lists_the_known_ones(
+    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
+) -> None:
+    settings = workspace.settings.training.model_copy(update={"backbone": "resnet9000"})
+    with pytest.raises(UnknownBackbone, match="compact_cnn"):
+        train_model_version(workspace, settings)
+    assert list(workspace.store.iter_objects("models/")) == []

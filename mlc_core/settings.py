@@ -54,6 +54,15 @@ class ScoringSettings(BaseModel):
     read_workers: int = Field(16, ge=1, le=256)
     max_image_pixels: int = Field(PILLOW_DEFAULT_MAX_PIXELS, ge=1)
     shard_size: int = Field(2000, ge=1)
+    claim_lease_seconds: float = Field(
+        120.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "a scoring run silent for this long is dead and its claimed images may be taken "
+            "over; every run sharing a database should use the same value"
+        ),
+    )
 
 
 class Settings(BaseSettings):

@@ -10,6 +10,10 @@ Design notes (why the tables look like this):
   (they and ``scoring_failures`` are created by the migrations; see ``mlc_core.db``).
 - Unique constraints on ``scores(image_id, model_version_id)`` and the primary key of
   ``image_tags`` make a repeated write a no-op: reruns are idempotent.
+- A scoring run claims the images it is about to score (``score_claims``) in the transaction
+  that picks them, and keeps ``runs.heartbeat_at`` fresh while it works; concurrent runs skip
+  claimed images, and a run whose heartbeat is older than the lease is dead, so its claims can
+  be taken over. Claims live only while a batch is in flight.
 """
 
 from __future__ import annotations
@@ -149,6 +153,8 @@ class Run(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     error: Mapped[str | None] = mapped_column(Text)
+    # Written every few seconds by a running scoring run: how other runs tell it is alive.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Score(Base):
@@ -181,3 +187,23 @@ class ImageTag(Base):
     )
     tag: Mapped[str] = mapped_column(String(64), primary_key=True)
     probability: Mapped[float] = mapped_column(Float)
+
+
+class ScoreClaim(Base):
+    """An image a running scoring run is reading, decoding or scoring under a model version.
+
+    The primary key lets one run at a time hold an image; the row is deleted in the transaction
+    that writes the image's result, so a claim only exists while its batch is in flight.
+    """
+
+    __tablename__ = "score_claims"
+    __table_args__ = (Index("ix_score_claims_run_id", "run_id"),)
+
+    image_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)

@@ -1,80 +1,334 @@
-"""Queries that pick the images a scoring run has to work on.
+"""Queries of the scoring and re-tagging jobs: which images to score, who holds them, tag sets.
 
 Scoring reads its work from the database, not from the listing: discovery registers what the
 listing shows, then scoring pages through the images that need a score in id order (keyset
 pagination), so memory stays flat however many images there are and the total is known up front
 for progress and ETA.
+
+Concurrent runs share the work through claims. A run claims each batch in the transaction that
+picks it (PostgreSQL: ``FOR UPDATE SKIP LOCKED`` on the picked image rows, so two runs picking
+at the same moment take different rows; SQLite: writers are serialised by ``BEGIN IMMEDIATE``)
+and releases the claims in the transaction that writes the batch's results, after which the
+images are no longer pending for anyone. A claim counts while its run is ``running`` and its
+heartbeat is younger than the lease; a dead run's claims are taken over.
+
+``all`` and ``failed`` are relative to the run's start (``since``): a score or a failure written
+after it counts as done, so the images a concurrent run has just finished are not redone, while
+a run started later still redoes everything, as asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, delete, exists, false, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from mlc_core.db.models import Image, ImageTag, Score
+from mlc_core.db.engine import display_url
+from mlc_core.db.models import Image, ImageTag, ModelVersion, Run, Score, ScoreClaim, utc_now
+from mlc_core.db.queries import _insert_ignoring_conflicts
+from mlc_core.errors import DatabaseError, DatabaseUnavailable
 
 ScoreMode = Literal["new", "stale", "all", "failed"]
 SCORE_MODES: tuple[ScoreMode, ...] = ("new", "stale", "all", "failed")
+# Bound parameters per IN list, far below SQLite's and PostgreSQL's limits.
+_CHUNK_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class ScoringScope:
+    """What one scoring run works on.
+
+    Attributes:
+        model_version_id: the model version that scores.
+        mode: which images count as pending (see :data:`SCORE_MODES`).
+        uri_prefixes: image URIs must start with one of these.
+        since: the run's start; in the ``all`` and ``failed`` modes a score or failure written
+            at or after it counts as done.
+    """
+
+    model_version_id: int
+    mode: ScoreMode
+    uri_prefixes: tuple[str, ...]
+    since: datetime
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """The result of one :func:`claim_images` call.
+
+    Attributes:
+        images: ``(image id, uri)`` pairs this run now holds, in id order.
+        last_id: the highest image id looked at (the next keyset cursor), ``None`` when there
+            was nothing left to look at.
+    """
+
+    images: list[tuple[int, str]]
+    last_id: int | None
+
+
+@dataclass(frozen=True)
+class StoredScore:
+    """One row of ``scores`` as re-tagging reads it."""
+
+    score_id: int
+    image_id: int
+    probabilities: list[float]
 
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _pending_condition(
-    model_version_id: int, mode: ScoreMode, uri_prefixes: Sequence[str]
-) -> ColumnElement[bool]:
+def _chunks(items: Sequence[Any], size: int = _CHUNK_SIZE) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _in_prefixes(uri_prefixes: Sequence[str]) -> ColumnElement[bool]:
+    if not uri_prefixes:
+        return false()
+    return or_(*(Image.uri.like(_escape_like(p) + "%", escape="\\") for p in uri_prefixes))
+
+
+def _pending_condition(scope: ScoringScope) -> ColumnElement[bool]:
+    model_version_id = scope.model_version_id
     scored_by_this = exists().where(
         Score.image_id == Image.id, Score.model_version_id == model_version_id
     )
     scored_by_other = exists().where(
         Score.image_id == Image.id, Score.model_version_id != model_version_id
     )
-    in_prefixes = (
-        or_(*(Image.uri.like(_escape_like(p) + "%", escape="\\") for p in uri_prefixes))
-        if uri_prefixes
-        else false()
+    scored_by_this_since = exists().where(
+        Score.image_id == Image.id,
+        Score.model_version_id == model_version_id,
+        Score.scored_at >= scope.since,
+    )
+    failed_since = and_(
+        Image.status == "failed", Image.failed_at.is_not(None), Image.failed_at >= scope.since
     )
     by_mode: dict[str, ColumnElement[bool]] = {
         # A failed image fails again until its bytes change (a new etag is a new row), so only
-        # the `failed` mode retries it.
+        # the `failed` and `all` modes retry it.
         "new": and_(Image.status != "failed", ~scored_by_this),
         "stale": and_(Image.status != "failed", ~scored_by_this, scored_by_other),
-        "all": Image.id.is_not(None),
-        "failed": Image.status == "failed",
+        "all": and_(~scored_by_this_since, ~failed_since),
+        "failed": and_(
+            Image.status == "failed", or_(Image.failed_at.is_(None), Image.failed_at < scope.since)
+        ),
     }
-    return and_(Image.superseded_at.is_(None), in_prefixes, by_mode[mode])
+    return and_(
+        Image.superseded_at.is_(None), _in_prefixes(scope.uri_prefixes), by_mode[scope.mode]
+    )
 
 
-def count_pending_images(
-    session: Session, *, model_version_id: int, mode: ScoreMode, uri_prefixes: Sequence[str]
-) -> int:
-    """How many current images under ``uri_prefixes`` the given mode would score."""
-    condition = _pending_condition(model_version_id, mode, uri_prefixes)
+def _live_claim(
+    model_version_id: int, live_after: datetime, *, other_than_run: int | None = None
+) -> ColumnElement[bool]:
+    """An image is held while a claim on it belongs to a running run with a fresh heartbeat."""
+    conditions = [
+        ScoreClaim.image_id == Image.id,
+        ScoreClaim.model_version_id == model_version_id,
+        Run.id == ScoreClaim.run_id,
+        Run.status == "running",
+        func.coalesce(Run.heartbeat_at, Run.started_at) >= live_after,
+    ]
+    if other_than_run is not None:
+        conditions.append(ScoreClaim.run_id != other_than_run)
+    return exists().where(*conditions)
+
+
+def count_pending_images(session: Session, scope: ScoringScope) -> int:
+    """How many current images under the scope's prefixes its mode would score."""
+    condition = _pending_condition(scope)
     return int(session.scalar(select(func.count()).select_from(Image).where(condition)) or 0)
 
 
-def pending_images(
+def claim_images(
     session: Session,
+    scope: ScoringScope,
     *,
-    model_version_id: int,
-    mode: ScoreMode,
-    uri_prefixes: Sequence[str],
+    run_id: int,
     after_id: int,
     limit: int,
-) -> list[tuple[int, str]]:
-    """The next ``limit`` (image id, uri) pairs to score with ids above ``after_id``."""
-    condition = _pending_condition(model_version_id, mode, uri_prefixes)
-    rows = session.execute(
+    live_after: datetime,
+    only_ids: Sequence[int] | None = None,
+) -> ClaimedBatch:
+    """Pick the next pending images with ids above ``after_id`` and claim them for ``run_id``.
+
+    Images held by a live claim are passed over; claims of dead runs (not running, or silent
+    since before ``live_after``) are replaced. The claims commit with the caller's transaction.
+
+    Args:
+        session: a session in the caller's transaction.
+        scope: the run's model version, mode, prefixes and start.
+        run_id: the claiming run.
+        after_id: the keyset cursor (0 to start).
+        limit: at most this many images are looked at.
+        live_after: claims of runs whose heartbeat is older than this are dead.
+        only_ids: look at these images only (to retry ones another run was holding).
+
+    Returns:
+        The images now held by ``run_id`` and the cursor for the next call.
+    """
+    statement = (
         select(Image.id, Image.uri)
-        .where(condition, Image.id > after_id)
+        .where(
+            _pending_condition(scope),
+            Image.id > after_id,
+            ~_live_claim(scope.model_version_id, live_after),
+        )
         .order_by(Image.id)
         .limit(limit)
     )
-    return [(image_id, uri) for image_id, uri in rows]
+    if only_ids is not None:
+        statement = statement.where(Image.id.in_(list(only_ids)))
+    if session.get_bind().dialect.name == "postgresql":
+        # Two runs picking at the same moment skip each other's rows instead of both picking
+        # them and one then finding every claim taken.
+        statement = statement.with_for_update(of=Image, skip_locked=True)
+    candidates = [(image_id, uri) for image_id, uri in session.execute(statement)]
+    if not candidates:
+        return ClaimedBatch(images=[], last_id=None)
+    ids = [image_id for image_id, _ in candidates]
+    # Only dead claims can remain on the candidates; live ones were filtered out above.
+    session.execute(
+        delete(ScoreClaim).where(
+            ScoreClaim.model_version_id == scope.model_version_id,
+            ScoreClaim.image_id.in_(ids),
+        )
+    )
+    now = utc_now()
+    claimed = set(
+        session.scalars(
+            _insert_ignoring_conflicts(
+                session, ScoreClaim, ["image_id", "model_version_id"]
+            ).returning(ScoreClaim.image_id),
+            [
+                {
+                    "image_id": image_id,
+                    "model_version_id": scope.model_version_id,
+                    "run_id": run_id,
+                    "claimed_at": now,
+                }
+                for image_id in ids
+            ],
+        ).all()
+    )
+    return ClaimedBatch(
+        images=[(image_id, uri) for image_id, uri in candidates if image_id in claimed],
+        last_id=ids[-1],
+    )
+
+
+def images_held_by_other_runs(
+    session: Session, scope: ScoringScope, *, run_id: int, live_after: datetime
+) -> list[int]:
+    """Pending images of the scope that other live runs hold right now, in id order."""
+    rows = session.scalars(
+        select(Image.id)
+        .where(
+            _pending_condition(scope),
+            _live_claim(scope.model_version_id, live_after, other_than_run=run_id),
+        )
+        .order_by(Image.id)
+    )
+    return list(rows)
+
+
+def release_claims(
+    session: Session, *, run_id: int, model_version_id: int, image_ids: Sequence[int]
+) -> None:
+    """Drop ``run_id``'s claims on these images (their results are written in this transaction)."""
+    for chunk in _chunks(list(image_ids)):
+        session.execute(
+            delete(ScoreClaim).where(
+                ScoreClaim.run_id == run_id,
+                ScoreClaim.model_version_id == model_version_id,
+                ScoreClaim.image_id.in_(chunk),
+            )
+        )
+
+
+def release_run_claims(session: Session, run_id: int) -> None:
+    """Drop every claim ``run_id`` still holds (the run is ending)."""
+    session.execute(delete(ScoreClaim).where(ScoreClaim.run_id == run_id))
+
+
+def record_heartbeat(session: Session, run_id: int) -> bool:
+    """Tell other runs that ``run_id`` is alive.
+
+    Returns:
+        False when the run is no longer ``running`` (another run found it silent for longer
+        than the lease and ended it): it must stop, as its claims may have been taken over.
+    """
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running")
+        .values(heartbeat_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def end_dead_runs(session: Session, *, live_after: datetime) -> list[int]:
+    """Mark scoring runs silent since before ``live_after`` as failed and drop their claims.
+
+    Such a run was killed (``kill -9``, a lost machine) or hung; its claims would otherwise
+    hold its images until the end of time.
+
+    Returns:
+        The ids of the runs ended.
+    """
+    dead = list(
+        session.scalars(
+            select(Run.id).where(
+                Run.kind == "score",
+                Run.status == "running",
+                func.coalesce(Run.heartbeat_at, Run.started_at) < live_after,
+            )
+        )
+    )
+    if not dead:
+        return []
+    session.execute(
+        update(Run)
+        .where(Run.id.in_(dead), Run.status == "running")
+        .values(
+            status="failed",
+            finished_at=utc_now(),
+            error=(
+                "the run stopped without finishing (no heartbeat since before "
+                f"{live_after.isoformat(timespec='seconds')}); a later run took over its images"
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(delete(ScoreClaim).where(ScoreClaim.run_id.in_(dead)))
+    return dead
+
+
+def current_thresholds(session: Session, model_version_id: int) -> list[float]:
+    """The model version's thresholds as they are now (they may change while a run works)."""
+    thresholds = session.scalar(
+        select(ModelVersion.thresholds).where(ModelVersion.id == model_version_id)
+    )
+    return [float(value) for value in thresholds or []]
 
 
 def delete_scores(session: Session, *, model_version_id: int, image_ids: Sequence[int]) -> None:
@@ -100,6 +354,93 @@ def known_image_versions(
     if not versions:
         return set()
     uris = sorted({uri for uri, _ in versions})
-    rows = session.execute(select(Image.uri, Image.etag).where(Image.uri.in_(uris)))
     wanted = set(versions)
-    return {(uri, etag) for uri, etag in rows if (uri, etag) in wanted}
+    found: set[tuple[str, str]] = set()
+    for chunk in _chunks(uris):
+        rows = session.execute(select(Image.uri, Image.etag).where(Image.uri.in_(chunk)))
+        found.update((uri, etag) for uri, etag in rows if (uri, etag) in wanted)
+    return found
+
+
+def has_current_images(session: Session, uri_prefix: str) -> bool:
+    """Whether any current image version has a URI starting with ``uri_prefix``."""
+    return bool(
+        session.scalar(
+            select(exists().where(Image.superseded_at.is_(None), _in_prefixes([uri_prefix])))
+        )
+    )
+
+
+def stored_scores(
+    session: Session, model_version_id: int, *, after_id: int, limit: int
+) -> list[StoredScore]:
+    """The next ``limit`` score rows of a model version with ids above ``after_id``."""
+    rows = session.execute(
+        select(Score.id, Score.image_id, Score.probabilities)
+        .where(Score.model_version_id == model_version_id, Score.id > after_id)
+        .order_by(Score.id)
+        .limit(limit)
+    )
+    return [
+        StoredScore(score_id, image_id, [float(p) for p in probabilities])
+        for score_id, image_id, probabilities in rows
+    ]
+
+
+def stored_tags(
+    session: Session, model_version_id: int, image_ids: Sequence[int]
+) -> dict[int, set[str]]:
+    """The stored tag sets of these images under one model version (absent: no tags)."""
+    tags: dict[int, set[str]] = {}
+    for chunk in _chunks(list(image_ids)):
+        for image_id, tag in session.execute(
+            select(ImageTag.image_id, ImageTag.tag).where(
+                ImageTag.model_version_id == model_version_id, ImageTag.image_id.in_(chunk)
+            )
+        ):
+            tags.setdefault(image_id, set()).add(tag)
+    return tags
+
+
+def replace_tags(
+    session: Session,
+    model_version_id: int,
+    tags_by_image: dict[int, Sequence[tuple[str, float]]],
+) -> None:
+    """Make each image's tag set under the model version exactly the given one, in bulk."""
+    if not tags_by_image:
+        return
+    for chunk in _chunks(list(tags_by_image)):
+        session.execute(
+            delete(ImageTag).where(
+                ImageTag.model_version_id == model_version_id, ImageTag.image_id.in_(chunk)
+            )
+        )
+    rows = [
+        {
+            "image_id": image_id,
+            "model_version_id": model_version_id,
+            "tag": tag,
+            "probability": float(probability),
+        }
+        for image_id, tags in tags_by_image.items()
+        for tag, probability in tags
+    ]
+    if rows:
+        session.execute(
+            _insert_ignoring_conflicts(session, ImageTag, ["image_id", "model_version_id", "tag"]),
+            rows,
+        )
+
+
+def database_failure(engine: Engine, error: DBAPIError) -> DatabaseError:
+    """Turn a driver error met mid-run into one sentence a user can act on."""
+    message = str(error.orig or error).strip()
+    reason = message.splitlines()[0] if message else type(error).__name__
+    where = display_url(engine)
+    if isinstance(error, OperationalError | InterfaceError):
+        return DatabaseUnavailable(
+            f"lost the database at {where} ({reason}); every committed batch is kept, so "
+            "rerun once it is reachable again"
+        )
+    return DatabaseError(f"the database at {where} refused a statement: {reason}")

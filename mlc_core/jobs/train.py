@@ -28,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mlc_core.db.models import Run
+from mlc_core.db.models import ModelVersion, Run
 from mlc_core.db.queries import (
     create_model_version,
     finish_run,
@@ -190,7 +190,7 @@ def _rows(keys: list[str], wanted: Iterable[str]) -> np.ndarray:
 
 def _compare_with_champion(
     workspace: Workspace,
-    champion: Any,
+    champion: ModelVersion,
     candidate: Predictor,
     vocabulary: LabelVocabulary,
     thresholds: list[float],
@@ -200,8 +200,8 @@ def _compare_with_champion(
     champion_test: list[str],
 ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """Evaluate candidate and champion on the champion's test images that are still usable."""
-    usable = [key for key in champion_test if key in labelled]
-    rows = _rows(keys, [key for key in usable if key in set(keys)])
+    decodable = set(keys)
+    rows = _rows(keys, [key for key in champion_test if key in labelled and key in decodable])
     evaluated = [keys[i] for i in rows]
     batch = images[rows]
     candidate_metrics = evaluate_predictions(

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -115,7 +116,7 @@ def labels_import(
     _workspace().close()
     result = _run_flow(import_labels_flow, path=str(file.resolve()), key_prefix=key_prefix)
     for problem in result["problems"]:
-        errors.print(f"[yellow]{file.name}[/] {problem}", highlight=False)
+        errors.print(f"[yellow]{escape(file.name)}[/] {escape(str(problem))}", highlight=False)
     console.print(
         f"imported labels for {result['imported_images']} images "
         f"({result['positive_labels']} positive, {result['negative_labels']} negative) "
@@ -240,6 +241,57 @@ def _print_scoring(report: dict[str, Any]) -> None:
         console.print(f"  failed: {count} x {reason}")
     for reason, count in sorted(report["skipped"].items()):
         console.print(f"  skipped: {count} x {reason}")
+    for warning in report.get("warnings", []):
+        errors.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if report.get("dead_runs_ended"):
+        console.print(
+            f"  took over the images of runs {report['dead_runs_ended']}, which stopped "
+            "without finishing"
+        )
+
+
+@app.command()
+def retag(
+    version: Annotated[
+        str | None, typer.Option(help="model version, e.g. v3; default the champion")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="score rows per database transaction")
+    ] = 1000,
+) -> None:
+    """Recompute stored tag sets from stored probabilities with the current thresholds."""
+    from flows.progress import progress_sink
+    from flows.retag import retag_flow
+    from mlc_core.db.queries import get_champion, get_model_version
+    from mlc_core.errors import NoChampionModel
+
+    workspace = _workspace()
+    try:
+        with workspace.transaction() as session:
+            if version is None and get_champion(session) is None:
+                raise NoChampionModel()
+            if version is not None and get_model_version(session, version) is None:
+                raise MlcError(f"there is no model version {version!r}; `mlc models` lists them")
+    finally:
+        workspace.close()
+    with _progress() as progress:
+        task = progress.add_task("re-tagging", total=None)
+
+        def on_event(kind: str, event: Any) -> None:
+            progress.update(
+                task,
+                total=event.total,
+                completed=event.done,
+                description=f"re-tagging ({event.changed} changed)",
+            )
+
+        with progress_sink(on_event):
+            report = _run_flow(retag_flow, version=version, batch_size=batch_size)
+    console.print(
+        f"{report['model_version']}: tags changed on {report['changed']} of {report['images']} "
+        f"images ({report['tags_added']} added, {report['tags_removed']} removed) "
+        f"with thresholds {', '.join(f'{t:.3f}' for t in report['thresholds'])}"
+    )
 
 
 # --- tags, models, promote ----------------------------------------------------------------
@@ -279,7 +331,7 @@ def tags(
     table.add_column("model")
     for image in found:
         table.add_row(
-            image.uri,
+            escape(image.uri),
             ", ".join(
                 f"{name} {p:.2f}" for name, p in sorted(image.tags.items(), key=lambda x: -x[1])
             ),
@@ -479,8 +531,33 @@ def main() -> None:
     try:
         app()
     except MlcError as error:
-        errors.print(f"[red]error:[/] {error}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         errors.print("interrupted; committed batches are kept and a rerun continues")
         sys.exit(130)
+
+
+# --- serve --------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    limit: Annotated[int | None, typer.Option(min=1, help="most flow runs at once")] = None,
+) -> None:
+    """Register the scheduled deployments with the Prefect API and run them until stopped."""
+    # The API check imports no flow module, so a down server is reported before TensorFlow
+    # loads; the database and store are checked next, as every other command does.
+    from flows.deployments import check_prefect_api, serve_deployments
+
+    url = check_prefect_api()
+    settings = _settings()
+    _workspace().close()
+    orchestration = settings.orchestration
+    console.print(
+        f"serving the mlc deployments on {url} (nightly {orchestration.nightly_cron or 'off'}, "
+        f"retrain {orchestration.retrain_cron or 'off'}, score {orchestration.score_cron or 'off'}"
+        f", {orchestration.timezone})",
+        highlight=False,
+    )
+    serve_deployments(settings, limit=limit)

@@ -42,13 +42,22 @@ def score_flow(
         report = score_images(
             workspace, prefixes=prefixes, mode=mode, batch_size=batch_size, on_progress=relay
         )
+    for warning in report.warnings:
+        logger.warning("%s", warning)
+    if report.dead_runs_ended:
+        logger.warning(
+            "took over the images of scoring runs %s, which stopped without finishing",
+            report.dead_runs_ended,
+        )
     logger.info(
-        "listed %d objects, %d new images, scored %d, failed %d %s with model %s (%.1f images/s)",
+        "listed %d objects, %d new images, scored %d, failed %d %s, skipped %s with model %s "
+        "(%.1f images/s)",
         report.listed,
         report.new,
         report.scored,
         report.failed,
         report.failed_by_reason or "",
+        report.skipped or "none",
         report.model_version,
         report.images_per_second,
     )

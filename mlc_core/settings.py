@@ -11,8 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlc_core.errors import SettingsError
@@ -34,7 +42,7 @@ class TrainingSettings(BaseModel):
     epochs: int = Field(30, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=4096)
     learning_rate: float = Field(2e-3, gt=0, lt=1)
-    dropout_rate: float = Field(0.2, ge=0, lt=1)
+    dropout_rate: float = Field(0.3, ge=0, lt=1)
     seed: int = 1234
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
@@ -42,7 +50,7 @@ class TrainingSettings(BaseModel):
     loss: Literal["bce", "weighted_bce", "focal"] = "bce"
     threshold_strategy: Literal["f1", "precision"] = "f1"
     target_precision: float = Field(0.9, gt=0, le=1)
-    early_stopping_patience: int = Field(6, ge=1)
+    early_stopping_patience: int = Field(10, ge=1)
     promotion_margin: float = Field(0.005, ge=0, le=1)
     max_class_ap_drop: float = Field(0.05, ge=0, le=1)
 
@@ -65,6 +73,84 @@ class ScoringSettings(BaseModel):
     )
 
 
+class OrchestrationSettings(BaseModel):
+    """When the scheduled flows run, where their tasks run, and when a nightly run retrains."""
+
+    model_config = ConfigDict(validate_default=True)
+
+    nightly_cron: str | None = Field(
+        "0 2 * * *",
+        description=(
+            "cron of the nightly run (score new images, retrain if enough new labels); "
+            "empty: no schedule"
+        ),
+    )
+    retrain_cron: str | None = Field(
+        "0 3 * * 0", description="cron of the weekly retrain; empty: no schedule"
+    )
+    score_cron: str | None = Field(
+        None,
+        description=(
+            "cron of the plain score deployment (e.g. hourly); empty: run from the UI only"
+        ),
+    )
+    timezone: str = Field("UTC", description="IANA time zone the cron schedules are read in")
+    task_runner: Literal["default", "dask"] = Field(
+        "default", description="'default' runs tasks in the flow's process; 'dask' on a cluster"
+    )
+    dask_address: str | None = Field(
+        None, description="the dask.distributed scheduler, e.g. tcp://scheduler:8786"
+    )
+    retrain_min_new_labelled_images: int = Field(
+        50,
+        ge=1,
+        description=(
+            "a nightly run retrains when at least this many images got new or changed labels "
+            "since the last training run"
+        ),
+    )
+    rescore_after_promotion: bool = Field(
+        True, description="after a retrain promotes a new champion, rescore older rows with it"
+    )
+
+    @field_validator("nightly_cron", "retrain_cron", "score_cron")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        # The full check is Prefect's, when the deployments are built; five fields catch the
+        # usual slip (a quoted schedule with a missing or extra field) at startup.
+        if len(value.split()) != 5:
+            raise ValueError(
+                "expected a cron expression of five fields (minute hour day month weekday), "
+                "e.g. '0 2 * * *', or an empty value for no schedule"
+            )
+        return " ".join(value.split())
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "expected an IANA time zone name such as UTC or Europe/Berlin"
+            ) from None
+        return value
+
+    @field_validator("dask_address")
+    @classmethod
+    def _check_dask_address(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not value.strip():
+            value = None
+        if value is None and info.data.get("task_runner") == "dask":
+            raise ValueError(
+                "the dask task runner needs the scheduler's address, e.g. "
+                "MLC_ORCHESTRATION__DASK_ADDRESS=tcp://scheduler:8786"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     """All of mlc's settings; see the README's settings table."""
 
@@ -84,6 +170,7 @@ class Settings(BaseSettings):
     labels_key: str = Field("labels/labels.csv", description="labels manifest in the store")
     training: TrainingSettings = TrainingSettings()
     scoring: ScoringSettings = ScoringSettings()
+    orchestration: OrchestrationSettings = OrchestrationSettings()
 
     @field_validator("database_url")
     @classmethod

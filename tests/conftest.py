@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.postgres", "tests.fixtures.prefect"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_DIR = Path(

@@ -19,7 +19,7 @@ a run started later still redoes everything, as asked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -236,19 +236,18 @@ def claim_images(
     )
 
 
-def images_held_by_other_runs(
-    session: Session, scope: ScoringScope, *, run_id: int, live_after: datetime
-) -> list[int]:
-    """Pending images of the scope that other live runs hold right now, in id order."""
-    rows = session.scalars(
-        select(Image.id)
-        .where(
-            _pending_condition(scope),
-            _live_claim(scope.model_version_id, live_after, other_than_run=run_id),
-        )
-        .order_by(Image.id)
+def images_held_by_other_runs(session: Session, scope: ScoringScope, *, run_id: int) -> list[int]:
+    """Pending images of the scope that other runs hold claims on (live or dead), in id order."""
+    held_by_other = exists().where(
+        ScoreClaim.image_id == Image.id,
+        ScoreClaim.model_version_id == scope.model_version_id,
+        ScoreClaim.run_id != run_id,
     )
-    return list(rows)
+    return list(
+        session.scalars(
+            select(Image.id).where(_pending_condition(scope), held_by_other).order_by(Image.id)
+        )
+    )
 
 
 def release_claims(
@@ -405,7 +404,7 @@ def stored_tags(
 def replace_tags(
     session: Session,
     model_version_id: int,
-    tags_by_image: dict[int, Sequence[tuple[str, float]]],
+    tags_by_image: Mapping[int, Sequence[tuple[str, float]]],
 ) -> None:
     """Make each image's tag set under the model version exactly the given one, in bulk."""
     if not tags_by_image:

@@ -42,7 +42,7 @@ def build_model(
     image_size: int,
     *,
     weights: str = "none",
-    dropout_rate: float = 0.2,
+    dropout_rate: float = 0.3,
 ) -> keras.Model:
     """Return an uncompiled model mapping RGB images to one probability per label.
 
@@ -79,10 +79,27 @@ def build_model(
     # Antialiasing keeps large inputs from aliasing when the model has to downscale them.
     x = ResizeIfNeeded(image_size, image_size, antialias=True, name=RESIZE_LAYER)(inputs)
     x = features(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = _pool_upper_and_lower_halves(x)
     x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
     outputs = keras.layers.Dense(num_labels, activation="sigmoid", name=OUTPUT_LAYER)(x)
     return keras.Model(inputs, outputs, name=f"mlc_{spec.name}_{num_labels}_labels")
+
+
+def _pool_upper_and_lower_halves(features: keras.KerasTensor) -> keras.KerasTensor:
+    """Average the feature map's upper and lower halves separately and join the two vectors.
+
+    Scenes have an up and a down that a global average throws away: blue above is sky,
+    blue below is sea; ochre below is sand. Two rows keep that (with an even number of rows
+    their mean is the global average, so nothing is lost), while left and right stay pooled
+    together, matching the mirror images the model trains on. With an odd number of rows the
+    middle row is left out so the halves do not overlap; a one-row map gives one vector.
+    """
+    rows, columns = int(features.shape[1]), int(features.shape[2])
+    half = max(rows // 2, 1)
+    x = keras.layers.AveragePooling2D(
+        pool_size=(half, columns), strides=(max(rows - half, 1), 1), name="pool_halves"
+    )(features)
+    return keras.layers.Flatten(name="pool")(x)
 
 
 def model_image_size(model: keras.Model) -> int:

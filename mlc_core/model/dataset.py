@@ -23,11 +23,13 @@ logger = logging.getLogger(__name__)
 # Augmentation strengths. Colour is much of what tells these scenes apart (the orange of a
 # sunset, the blue of the sea, the ochre of a desert), so colour jitter stays modest and hue
 # moves by at most ~7 degrees; geometry can vary more freely.
-MIN_CROP_FRACTION = 0.7
+MIN_CROP_FRACTION = 0.5
 BRIGHTNESS_DELTA = 0.1 * 255.0
 CONTRAST_RANGE = (0.8, 1.2)
 SATURATION_RANGE = (0.8, 1.2)
 HUE_DELTA = 0.02
+# Beta(alpha, alpha) of the mixup share; 0.2 blends mostly a little, sometimes half-half.
+MIXUP_ALPHA = 0.2
 _RGB_TO_YIQ = np.array(
     [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float64
 )
@@ -219,6 +221,28 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(tf.reshape(mapped, [count, height, width, 3]), 0.0, 255.0)
 
 
+def mix_batch(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup: blend each image and its labels with those of another image of the batch.
+
+    Image ``i`` is paired with image ``count - 1 - i`` (the batch is already shuffled) and
+    keeps the larger share ``w = max(l, 1 - l)``, ``l ~ Beta(MIXUP_ALPHA, MIXUP_ALPHA)``; its
+    labels become ``w * own + (1 - w) * other``. On 1,300 training images a small CNN
+    otherwise learns the training set by heart; blended targets keep its probabilities
+    graded, which is also what threshold calibration and average precision reward.
+    Stateless and keyed by ``seed`` like :func:`augment_batch`.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+    count = tf.shape(images)[0]
+    first = tf.random.stateless_gamma([count], seeds[0], alpha=MIXUP_ALPHA)
+    second = tf.random.stateless_gamma([count], seeds[1], alpha=MIXUP_ALPHA)
+    share = first / tf.maximum(first + second, 1e-12)
+    share = tf.maximum(share, 1.0 - share)
+    image_share = share[:, None, None, None]
+    mixed_images = image_share * images + (1.0 - image_share) * tf.reverse(images, [0])
+    mixed_labels = share[:, None] * labels + (1.0 - share[:, None]) * tf.reverse(labels, [0])
+    return mixed_images, mixed_labels
+
+
 def make_training_dataset(
     images: np.ndarray, labels: np.ndarray, *, batch_size: int, seed: int, augment: bool
 ) -> tf.data.Dataset:
@@ -236,7 +260,8 @@ def make_training_dataset(
         labels: multi-hot ``(N, num_labels)``.
         batch_size: images per batch (``N`` when there are fewer images).
         seed: seeds the shuffling and the augmentation.
-        augment: flip, crop-and-zoom and colour-jitter each image (for training only).
+        augment: flip, crop-and-zoom and colour-jitter each image, then mix pairs of
+            images and their labels (:func:`mix_batch`); for training only.
 
     Raises:
         ValueError: the arrays have the wrong shapes or there are no images.
@@ -256,6 +281,11 @@ def make_training_dataset(
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
             lambda batch, batch_seed: (augment_batch(batch[0], batch_seed), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        mix_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(dataset, mix_seeds.batch(2)).map(
+            lambda batch, batch_seed: mix_batch(batch[0], batch[1], batch_seed),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -19,9 +19,11 @@ from mlc_core.model.backbones import require_tensorflow_backend
 logger = logging.getLogger(__name__)
 
 VALIDATION_BATCH_SIZE = 64
-# Decoupled weight decay (scaled by the learning rate in AdamW); a light regularizer for
-# small data sets trained from scratch. Norm scales and biases are exempt.
-WEIGHT_DECAY = 0.05
+# Decoupled weight decay (scaled by the learning rate in AdamW, so about 4e-4 per step at the
+# peak rate). On natural_scene (1,300 training images, from scratch) 0.2 together with
+# stronger crops and dropout 0.3 generalized better than 0.05. Norm scales and biases are
+# exempt.
+WEIGHT_DECAY = 0.2
 WARMUP_FRACTION = 0.05
 FINAL_LEARNING_RATE_FRACTION = 0.01
 
@@ -177,7 +179,7 @@ def train_model(
 ) -> TrainingOutcome:
     """Train ``model`` in place and leave it holding the weights of its best epoch.
 
-    The optimizer is AdamW (weight decay 0.05, not on norm scales or biases) with a linear
+    The optimizer is AdamW (weight decay 0.2, not on norm scales or biases) with a linear
     warmup over the first 5% of the planned steps, then cosine decay to 1% of
     ``learning_rate``. After every epoch the validation images are scored; training stops
     once validation mAP (mean over classes with a positive of average precision) has not

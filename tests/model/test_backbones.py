@@ -56,3 +56,16 @@ def test_weights_file_of_another_backbone_is_a_model_error(tmp_path: Path) -> No
 
     with pytest.raises(ModelError, match="does not fit backbone 'mobilenet_v3_small'"):
         get_backbone("mobilenet_v3_small").build(32, str(path))
+
+
+@pytest.mark.parametrize("image_size", [40, 72, 100])
+def test_compact_cnn_colour_branch_fits_image_sizes_that_are_not_multiples_of_32(
+    image_size: int,
+) -> None:
+    backbone = get_backbone("compact_cnn").build(image_size, "none")
+    images = np.zeros((1, image_size, image_size, 3), dtype=np.float32)
+
+    features = np.asarray(backbone(images, training=False))
+
+    assert features.shape[:3] == (1, *backbone.get_layer("block8_relu").output.shape[1:3])
+    assert features.shape[-1] == 512

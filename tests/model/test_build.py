@@ -6,7 +6,12 @@ import pytest
 import tensorflow as tf
 
 from mlc_core.model.backbones import backbone_names
-from mlc_core.model.build import build_model, model_image_size, model_num_labels
+from mlc_core.model.build import (
+    _pool_upper_and_lower_halves,
+    build_model,
+    model_image_size,
+    model_num_labels,
+)
 from mlc_core.model.predict import Predictor
 
 
@@ -89,3 +94,14 @@ def test_predictor_refuses_images_of_the_wrong_size(tiny_model: keras.Model) -> 
 
     with pytest.raises(ValueError, match="decode them at size 32"):
         predictor.predict(np.zeros((2, 40, 40, 3), dtype=np.uint8))
+
+
+def test_head_pools_the_upper_and_lower_halves_of_the_features_apart() -> None:
+    features = keras.Input((4, 3, 2))
+    pooled = keras.Model(features, _pool_upper_and_lower_halves(features))
+    upper_ones = np.zeros((1, 4, 3, 2), dtype=np.float32)
+    upper_ones[:, :2] = 1.0
+
+    halves = np.asarray(pooled(upper_ones))
+
+    np.testing.assert_array_equal(halves, [[1.0, 1.0, 0.0, 0.0]])

@@ -11,6 +11,7 @@ from mlc_core.model.dataset import (
     decode_labeled_images,
     make_eval_dataset,
     make_training_dataset,
+    mix_batch,
 )
 
 
@@ -162,3 +163,19 @@ def test_training_dataset_rejects_labels_of_another_length() -> None:
 
     with pytest.raises(ValueError, match="N = 3"):
         make_training_dataset(images, np.zeros((2, 1)), batch_size=2, seed=0, augment=False)
+
+
+def test_mixup_blends_images_and_labels_in_the_same_share_keeping_the_own_one_larger() -> None:
+    levels = np.array([0.0, 40.0, 200.0, 250.0], dtype=np.float32)
+    images = np.broadcast_to(levels[:, None, None, None], (4, 2, 2, 3)).copy()
+    labels = np.eye(4, dtype=np.float32)
+
+    mixed_images, mixed_labels = (np.asarray(t) for t in mix_batch(images, labels, [3, 4]))
+
+    partner = levels[::-1]
+    own_share = mixed_labels[np.arange(4), np.arange(4)]
+    assert np.all(own_share >= 0.5)
+    np.testing.assert_allclose(mixed_labels.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        mixed_images[:, 0, 0, 0], own_share * levels + (1 - own_share) * partner, rtol=1e-5
+    )

@@ -1,0 +1,427 @@
+"""Scoring throughput benchmark (not a test): SeaweedFS + PostgreSQL + the default model.
+
+Puts N photo-like JPEGs (0.5 to 2 megapixels, made from the natural_scene photos: cropped to
+photo aspects, upscaled, mirrored, colour-jittered, with sensor-like noise) into a SeaweedFS it
+starts itself, and scores them into a fresh PostgreSQL database with an untrained model of the
+default architecture (the training settings' backbone and image size; throughput does not
+depend on the weights). In one run it prints:
+
+- end-to-end images/s of the scoring job (in a child process), for the whole run and for its
+  scoring phase (after listing and model loading);
+- the same model's throughput on pre-decoded tensors at the same batch size (the ceiling), and
+  the ratio;
+- the images/s of a seed-style loop (sequential get, ``model.predict`` on one image, one
+  INSERT per row, a commit per image) on a subset, and the ratio;
+- the peak RSS of the scoring process at the two sizes, and their ratio;
+- the time of a no-op rerun over the larger set, after start-up.
+
+Usage::
+
+    MLC_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
+        python -m benchmarks.scoring [--quick] [--sizes 2000,20000] [--batch-size 64]
+
+Photos are generated once per distinct source (``--distinct``, default 2000) and reused for
+larger sizes under different keys: scoring neither knows nor cares that two objects have the
+same bytes, and generating 20,000 large JPEGs would take longer than scoring them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    DEFAULT_DATASET,
+    POSTGRES_URL_VARIABLE,
+    ChildResult,
+    create_bucket,
+    fresh_postgres_database,
+    make_photos,
+    run_child,
+    seaweedfs,
+)
+
+CLASSES = ["desert", "mountains", "sea", "sunset", "trees"]
+TARGETS = {
+    "pipeline / ceiling": 0.90,
+    "pipeline / seed loop": 10.0,
+    "RSS large / RSS small": 1.3,
+    "no-op rerun seconds": 10.0,
+}
+
+
+@dataclass
+class ModelFile:
+    data: bytes
+    sha256: str
+    backbone: str
+    image_size: int
+
+
+def _build_default_model() -> ModelFile:
+    import keras
+
+    from mlc_core.model.artifacts import serialize_model, sha256_hex
+    from mlc_core.model.build import build_model
+    from mlc_core.settings import load_settings
+
+    training = load_settings().training
+    keras.utils.set_random_seed(1)
+    model = build_model(training.backbone, len(CLASSES), training.image_size)
+    data = serialize_model(model)
+    return ModelFile(data, sha256_hex(data), training.backbone, training.image_size)
+
+
+def _settings(database_url: str, storage_url: str, home: Path, batch_size: int) -> Any:
+    from mlc_core.settings import load_settings
+
+    return load_settings(
+        home=home,
+        database_url=database_url,
+        storage_url=storage_url,
+        scoring={"batch_size": batch_size},
+    )
+
+
+def _register_champion(workspace: Any, model: ModelFile) -> None:
+    from mlc_core.db.queries import create_model_version, promote_model_version
+
+    key = "models/v1/model.keras"
+    workspace.store.put(key, model.data)
+    with workspace.transaction() as session:
+        version = create_model_version(
+            session,
+            version="v1",
+            classes=CLASSES,
+            thresholds=[0.5] * len(CLASSES),
+            metrics={},
+            backbone=model.backbone,
+            image_size=model.image_size,
+            artifact_uri=workspace.store.uri(key),
+            artifact_sha256=model.sha256,
+            card_uri=workspace.store.uri("models/v1/card.json"),
+        )
+        promote_model_version(session, version, "benchmark: untrained default architecture")
+
+
+def _upload(workspace: Any, photos: list[bytes], count: int) -> list[str]:
+    keys = [f"images/photo-{index:06d}.jpg" for index in range(count)]
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        list(
+            pool.map(
+                lambda item: workspace.store.put(item[1], photos[item[0] % len(photos)]),
+                enumerate(keys),
+            )
+        )
+    return keys
+
+
+def _ceiling(model: ModelFile, photos: list[bytes], batch_size: int, seconds: float) -> float:
+    """Images/s of the model alone on decoded tensors, batch after batch (after warm-up)."""
+    from mlc_core.images import decode_image
+    from mlc_core.model.artifacts import deserialize_model
+    from mlc_core.model.predict import Predictor
+
+    predictor = Predictor(deserialize_model(model.data, model.sha256), batch_size=batch_size)
+    batch = np.stack([decode_image(photo, model.image_size) for photo in photos[:batch_size]])
+    for _ in range(3):
+        predictor.predict(batch)
+    done, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        predictor.predict(batch)
+        done += len(batch)
+    return done / (time.monotonic() - started)
+
+
+def _decode_milliseconds(photos: list[bytes], image_size: int, count: int = 200) -> float:
+    """Single-thread decode time per photo, as the pipeline does it."""
+    from mlc_core.images import decode_image
+
+    sample = photos[:count]
+    started = time.monotonic()
+    for photo in sample:
+        decode_image(photo, image_size)
+    return (time.monotonic() - started) / len(sample) * 1000
+
+
+def _read_decode_rate(workspace: Any, keys: list[str], image_size: int) -> float:
+    """Images/s of reading and decoding alone, in the pipeline's thread pool, no model."""
+    from mlc_core.images import decode_image
+
+    workers = workspace.settings.scoring.read_workers
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda key: decode_image(workspace.store.get(key), image_size), keys))
+    return len(keys) / (time.monotonic() - started)
+
+
+def _seed_loop(workspace: Any, model: ModelFile, keys: list[str]) -> float:
+    """Images/s of the naive loop a first version would have: one image at a time."""
+    from sqlalchemy import insert, select
+
+    from mlc_core.db.models import Image, ModelVersion, Score, utc_now
+    from mlc_core.images import decode_image
+    from mlc_core.model.artifacts import deserialize_model
+
+    keras_model = deserialize_model(model.data, model.sha256)
+    with workspace.transaction() as session:
+        version_id = session.scalar(select(ModelVersion.id).where(ModelVersion.version == "v1"))
+    keras_model.predict(np.zeros((1, model.image_size, model.image_size, 3)), verbose=0)
+    started = time.monotonic()
+    for key in keys:
+        data = workspace.store.get(key)
+        pixels = decode_image(data, model.image_size)
+        probabilities = keras_model.predict(pixels[None].astype("float32"), verbose=0)[0]
+        with workspace.engine.begin() as connection:
+            image_id = connection.execute(
+                insert(Image)
+                .values(
+                    uri=workspace.store.uri(key),
+                    etag="seed",
+                    size=len(data),
+                    first_seen_at=utc_now(),
+                    status="scored",
+                )
+                .returning(Image.id)
+            ).scalar_one()
+            connection.execute(
+                insert(Score).values(
+                    image_id=image_id,
+                    model_version_id=version_id,
+                    probabilities=[float(p) for p in probabilities],
+                    scored_at=utc_now(),
+                )
+            )
+    return len(keys) / (time.monotonic() - started)
+
+
+def _child_environment(settings: Any) -> dict[str, str]:
+    return {
+        "MLC_HOME": str(settings.home),
+        "MLC_DATABASE_URL": settings.resolved_database_url,
+        "MLC_STORAGE_URL": settings.resolved_storage_url,
+        "MLC_SCORING__BATCH_SIZE": str(settings.scoring.batch_size),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+
+
+def _child() -> None:
+    """Score with the settings from the environment; print the report and start-up time."""
+    started = time.monotonic()
+    from mlc_core.jobs.score import score_images
+    from mlc_core.jobs.workspace import open_workspace
+    from mlc_core.settings import load_settings
+
+    workspace = open_workspace(load_settings())
+    startup = time.monotonic() - started
+    report = score_images(workspace)
+    workspace.close()
+    print(json.dumps({**report.as_dict(), "startup_seconds": startup}), flush=True)
+
+
+@dataclass
+class SizeResult:
+    images: int
+    first: ChildResult
+    rerun: ChildResult | None
+    read_decode_rate: float | None = None
+    seed_rate: float | None = None
+
+
+def _measure_size(
+    count: int,
+    photos: list[bytes],
+    model: ModelFile,
+    server_url: str,
+    batch_size: int,
+    *,
+    rerun: bool,
+    seed_images: int,
+) -> SizeResult:
+    from mlc_core.jobs.workspace import open_workspace
+
+    storage_url = f"s3://{create_bucket()}/bench"
+    with (
+        fresh_postgres_database(server_url) as database_url,
+        tempfile.TemporaryDirectory(prefix="mlc-bench-home-") as home,
+    ):
+        settings = _settings(database_url, storage_url, Path(home), batch_size)
+        workspace = open_workspace(settings)
+        try:
+            _register_champion(workspace, model)
+            started = time.monotonic()
+            keys = _upload(workspace, photos, count)
+            print(f"  uploaded {count} photos in {time.monotonic() - started:.0f} s", flush=True)
+            first = run_child(["child"], _child_environment(settings))
+            print(
+                f"  scored {first.output['scored']} in {first.output['seconds']:.1f} s", flush=True
+            )
+            again = run_child(["child"], _child_environment(settings)) if rerun else None
+            result = SizeResult(count, first, again)
+            if seed_images:
+                result.read_decode_rate = _read_decode_rate(
+                    workspace, keys[: 4 * seed_images], model.image_size
+                )
+                with fresh_postgres_database(server_url) as seed_url:
+                    seed_workspace = open_workspace(
+                        _settings(seed_url, storage_url, Path(home), batch_size)
+                    )
+                    try:
+                        _register_champion(seed_workspace, model)
+                        result.seed_rate = _seed_loop(seed_workspace, model, keys[:seed_images])
+                    finally:
+                        seed_workspace.close()
+        finally:
+            workspace.close()
+    return result
+
+
+def _verdict(name: str, value: float) -> str:
+    target = TARGETS[name]
+    lower_is_better = name in ("RSS large / RSS small", "no-op rerun seconds")
+    met = value <= target if lower_is_better else value >= target
+    return f"{'meets' if met else 'MISSES'} target {'<=' if lower_is_better else '>='} {target:g}"
+
+
+def _print_results(
+    small: SizeResult,
+    large: SizeResult,
+    ceilings: list[float],
+    seed_images: int,
+    decode_ms: float,
+    batch_size: int,
+    model: ModelFile,
+) -> None:
+    report = large.first.output
+    run_rate = report["scored"] / report["seconds"]
+    phase_rate = report["scoring_images_per_second"]
+    ceiling = max(ceilings)
+    busy = report["inference_seconds"] / report["scoring_seconds"]
+    assert large.rerun is not None and small.seed_rate and small.read_decode_rate
+    seed_rate, read_decode = small.seed_rate, small.read_decode_rate
+    # Stages that share the same cores: at best each image costs the CPU of both.
+    shared_bound = 1 / (1 / ceiling + 1 / read_decode)
+    rerun = large.rerun.output
+    rss_ratio = large.first.max_rss_mb / small.first.max_rss_mb
+    seed_ratio = phase_rate / seed_rate
+    inference_core_ms = (os.cpu_count() or 1) * 1000 / ceiling
+    lines = [
+        "",
+        f"mlc scoring benchmark: {model.backbone} at {model.image_size} px, batch {batch_size}, "
+        f"{os.cpu_count()} CPU cores, {platform.python_implementation()} "
+        f"{platform.python_version()}, load average at the end {os.getloadavg()[0]:.1f}",
+        f"  end-to-end, {large.images} images: {run_rate:.1f} images/s for the whole run "
+        f"({report['seconds']:.1f} s: listing, model loading, scoring), "
+        f"{phase_rate:.1f} images/s in the scoring phase",
+        f"  ceiling (model alone on decoded tensors): {ceiling:.1f} images/s "
+        f"(measured {', '.join(f'{c:.1f}' for c in ceilings)})",
+        f"  pipeline / ceiling: {phase_rate / ceiling:.2f} (scoring phase), "
+        f"{run_rate / ceiling:.2f} (whole run)  "
+        f"{_verdict('pipeline / ceiling', phase_rate / ceiling)}",
+        f"  seed-style loop on {seed_images} images: {seed_rate:.1f} images/s; pipeline / seed "
+        f"loop: {seed_ratio:.1f}  {_verdict('pipeline / seed loop', seed_ratio)}",
+        f"  peak RSS of the scoring process: {small.first.max_rss_mb:.0f} MB at {small.images}, "
+        f"{large.first.max_rss_mb:.0f} MB at {large.images}; ratio {rss_ratio:.2f}  "
+        f"{_verdict('RSS large / RSS small', rss_ratio)}",
+        f"  no-op rerun over {large.images} scored images: {rerun['seconds']:.1f} s after "
+        f"start-up ({rerun['startup_seconds']:.1f} s start-up, listed {rerun['listed']}, "
+        f"scored {rerun['scored']})  {_verdict('no-op rerun seconds', rerun['seconds'])}",
+        f"  reading + decoding alone (no model): {read_decode:.1f} images/s; decoding takes "
+        f"{decode_ms:.1f} ms of one core per photo, inference {inference_core_ms:.1f} core-ms "
+        "per image at the ceiling",
+        f"  both on the same cores, the best possible is about {shared_bound:.1f} images/s "
+        f"(1 / (1/ceiling + 1/read-decode)); pipeline / that bound: "
+        f"{phase_rate / shared_bound:.2f}; the model ran {busy:.0%} of the scoring phase",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", nargs="?", default="run", choices=["run", "child"])
+    parser.add_argument("--quick", action="store_true", help="300 and 1,000 images")
+    parser.add_argument("--sizes", help="two image counts, e.g. 2000,20000")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed-images", type=int, help="images for the seed-style loop")
+    parser.add_argument("--distinct", type=int, default=2000, help="distinct photos to make")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=Path(os.environ.get("MLC_BENCH_DATASET", DEFAULT_DATASET)),
+        help="folder of source photos (default: natural_scene, or MLC_BENCH_DATASET)",
+    )
+    parser.add_argument(
+        "--photo-cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mlc-bench-photos",
+        help="where made photos are kept for the next run",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(POSTGRES_URL_VARIABLE),
+        help=f"a PostgreSQL server URL; fresh databases are made on it ({POSTGRES_URL_VARIABLE})",
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.mode == "child":
+        _child()
+        return
+    if not arguments.database_url:
+        parser.error(f"give --database-url or set {POSTGRES_URL_VARIABLE}")
+    if arguments.sizes:
+        small_count, large_count = (int(part) for part in arguments.sizes.split(","))
+    else:
+        small_count, large_count = (300, 1000) if arguments.quick else (2000, 20000)
+    seed_images = arguments.seed_images or (100 if arguments.quick else 200)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    started = time.monotonic()
+    photos = make_photos(
+        arguments.dataset, min(arguments.distinct, large_count), cache=arguments.photo_cache
+    )
+    sizes = [len(photo) for photo in photos]
+    print(
+        f"made {len(photos)} distinct photos ({sum(sizes) / len(photos) / 1024:.0f} KB on "
+        f"average) in {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
+    model = _build_default_model()
+    decode_ms = _decode_milliseconds(photos, model.image_size)
+    with seaweedfs():
+        ceilings = [_ceiling(model, photos, arguments.batch_size, seconds=10)]
+        print(f"ceiling {ceilings[0]:.1f} images/s", flush=True)
+        print(f"{small_count} images:", flush=True)
+        small = _measure_size(
+            small_count,
+            photos,
+            model,
+            arguments.database_url,
+            arguments.batch_size,
+            rerun=False,
+            seed_images=seed_images,
+        )
+        print(f"{large_count} images:", flush=True)
+        large = _measure_size(
+            large_count,
+            photos,
+            model,
+            arguments.database_url,
+            arguments.batch_size,
+            rerun=True,
+            seed_images=0,
+        )
+        ceilings.append(_ceiling(model, photos, arguments.batch_size, seconds=10))
+    _print_results(small, large, ceilings, seed_images, decode_ms, arguments.batch_size, model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Where tasks run, which runs may overlap, and which failures are retried."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prefect import flow, task
+from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect_dask import DaskTaskRunner
+
+from flows.execution import (
+    retry_transient_errors,
+    score_limit_name,
+    scoring_slots,
+    task_runner_from_settings,
+    training_slot,
+)
+from mlc_core.errors import ImageDecodeError, InvalidKey, StoreUnavailable
+from mlc_core.settings import load_settings
+from tests.fixtures.prefect import PrefectServer
+
+
+def test_the_default_task_runner_keeps_tasks_in_the_flow_process() -> None:
+    runner = task_runner_from_settings(load_settings().orchestration)
+
+    assert isinstance(runner, ThreadPoolTaskRunner)
+
+
+def test_the_dask_task_runner_connects_to_the_configured_scheduler() -> None:
+    settings = load_settings(
+        orchestration={"task_runner": "dask", "dask_address": "tcp://scheduler:8786"}
+    )
+
+    runner = task_runner_from_settings(settings.orchestration)
+
+    assert isinstance(runner, DaskTaskRunner)
+    assert runner.address == "tcp://scheduler:8786"
+
+
+@pytest.fixture
+def dask_cluster() -> Iterator[str]:
+    """A two-worker dask.distributed cluster in this process; its scheduler's address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@task
+def _where_am_i(shard: int) -> tuple[int, str]:
+    from distributed import get_worker
+
+    return shard, get_worker().address
+
+
+def test_tasks_submitted_through_the_dask_runner_run_on_the_cluster_workers(
+    prefect_api: PrefectServer, dask_cluster: str
+) -> None:
+    settings = load_settings(orchestration={"task_runner": "dask", "dask_address": dask_cluster})
+
+    @flow
+    def sharded() -> list[tuple[int, str]]:
+        with task_runner_from_settings(settings.orchestration) as runner:
+            futures = [runner.submit(_where_am_i, {"shard": shard}) for shard in range(4)]
+            return [future.result() for future in futures]
+
+    results = sharded()
+
+    assert [shard for shard, _ in results] == [0, 1, 2, 3]
+    assert all(address.startswith("inproc://") for _, address in results)
+
+
+def test_scoring_runs_over_the_same_prefix_do_not_overlap(prefect_api: PrefectServer) -> None:
+    prefix = f"test-{uuid.uuid4().hex[:8]}/"
+
+    @flow
+    def two_runs() -> None:
+        with scoring_slots([prefix]), scoring_slots([prefix], timeout_seconds=2):
+            pass
+
+    state = two_runs(return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(TimeoutError):
+        state.result()
+
+
+def test_scoring_runs_over_different_prefixes_run_side_by_side(
+    prefect_api: PrefectServer,
+) -> None:
+    base = f"test-{uuid.uuid4().hex[:8]}"
+
+    @flow
+    def two_runs() -> str:
+        with scoring_slots([f"{base}/a/"]), scoring_slots([f"{base}/b/"], timeout_seconds=10):
+            return "both"
+
+    assert two_runs() == "both"
+
+
+def test_a_retrain_waits_for_the_one_running(prefect_api: PrefectServer) -> None:
+    @flow
+    def two_retrains() -> None:
+        with training_slot(), training_slot(timeout_seconds=2):
+            pass
+
+    state = two_retrains(return_state=True)
+
+    with pytest.raises(TimeoutError):
+        state.result()
+
+
+def test_limit_names_are_valid_for_prefect_and_distinct_for_distinct_prefixes() -> None:
+    names = {score_limit_name(prefix) for prefix in ("images/", "images", "a b/ü/", "")}
+
+    assert len(names) == 4
+    assert all("/" not in name and "%" not in name for name in names)
+
+
+def test_an_invalid_prefix_has_no_limit_name() -> None:
+    with pytest.raises(InvalidKey):
+        score_limit_name("../images/")
+
+
+def _failed_with(error: BaseException) -> Any:
+    return Failed(data=error)
+
+
+@pytest.mark.parametrize(
+    ("state", "retried"),
+    [
+        (_failed_with(StoreUnavailable("the bucket is unreachable")), True),
+        (_failed_with(ImageDecodeError("truncated image")), False),
+        (_failed_with(ValueError("a bug")), False),
+        (Completed(), False),
+    ],
+)
+def test_only_errors_that_may_pass_by_themselves_are_retried(state: Any, retried: bool) -> None:
+    assert retry_transient_errors(None, None, state) is retried

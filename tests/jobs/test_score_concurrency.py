@@ -1,0 +1,185 @@
+"""Two scoring runs over the same prefix at once never score an image twice, and the claims of
+a dead run are taken over."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from mlc_core.db.models import Image, ScoreClaim, utc_now
+from mlc_core.db.queries import ScoreRecord, start_run, write_scores
+from mlc_core.db.work import ScoringScope, claim_images, record_heartbeat, release_claims
+from mlc_core.jobs.score import ScoreReport, discover_images, score_images
+from mlc_core.jobs.workspace import Workspace
+from tests.jobs.scoring_support import (
+    finished_report,
+    open_backend,
+    put_tiny_images,
+    query,
+    register_champion,
+    score_counts,
+    start_scoring_process,
+    wait_until_ready,
+)
+
+IMAGES = 160
+SCORING = {"batch_size": 8, "read_workers": 4, "claim_lease_seconds": 5.0}
+LEASE = timedelta(seconds=5)
+
+
+@pytest.fixture
+def server_workspace(
+    request: pytest.FixtureRequest, isolated_mlc_environment: Path
+) -> Iterator[Workspace]:
+    with open_backend(request, isolated_mlc_environment, "servers", scoring=SCORING) as opened:
+        yield opened
+
+
+@pytest.fixture(params=["embedded", "servers"])
+def workspace(
+    request: pytest.FixtureRequest, isolated_mlc_environment: Path
+) -> Iterator[Workspace]:
+    with open_backend(request, isolated_mlc_environment, request.param, scoring=SCORING) as opened:
+        yield opened
+
+
+def test_two_concurrent_runs_on_postgresql_never_score_an_image_twice(
+    server_workspace: Workspace,
+) -> None:
+    workspace = server_workspace
+    champion = register_champion(workspace)
+    keys = put_tiny_images(workspace, IMAGES)
+    other = start_scoring_process(workspace.settings, pause=0.3)
+    wait_until_ready(other)
+    # Once the other run is scoring (a batch is in), this process starts the second run; the
+    # other one, pausing after each batch, is then still at work for several seconds.
+    deadline = time.monotonic() + 120
+    while query(workspace, "select count(*) from scores") == [(0,)]:
+        assert other.poll() is None and time.monotonic() < deadline, "the other run never scored"
+        time.sleep(0.01)
+
+    here = score_images(workspace, on_progress=lambda progress: time.sleep(0.02))
+    there = finished_report(other)
+
+    # Each run counts the images it ran through the model: together, each image once.
+    assert here.scored + there["scored"] == IMAGES
+    assert here.scored > 0 and there["scored"] > 0, "the runs did not overlap"
+    assert score_counts(workspace, champion.id) == {workspace.store.uri(k): 1 for k in keys}
+    assert query(workspace, "select status from runs where kind = 'score'") == [
+        ("succeeded",),
+        ("succeeded",),
+    ]
+    assert query(workspace, "select count(*) from score_claims") == [(0,)]
+
+
+def _register(workspace: Workspace) -> None:
+    discover_images(workspace, ["images/"], ScoreReport("v1", "new", ["images/"]))
+
+
+def _claim_for_a_new_run(
+    workspace: Workspace, model_version_id: int, heartbeat_age: timedelta, count: int
+) -> tuple[int, list[int]]:
+    """Start a run that claims the first ``count`` images, as a scoring run in another process
+    would, with its last heartbeat ``heartbeat_age`` ago."""
+    with workspace.transaction() as session:
+        run = start_run(session, "score", {})
+        run.heartbeat_at = utc_now() - heartbeat_age
+        session.flush()
+        image_ids = list(session.scalars(select(Image.id).order_by(Image.id).limit(count)))
+        session.add_all(
+            ScoreClaim(image_id=image_id, model_version_id=model_version_id, run_id=run.id)
+            for image_id in image_ids
+        )
+        return run.id, image_ids
+
+
+def test_images_claimed_by_a_dead_run_are_taken_over_and_the_run_marked_failed(
+    workspace: Workspace,
+) -> None:
+    champion = register_champion(workspace)
+    keys = put_tiny_images(workspace, 6)
+    _register(workspace)
+    dead_id, _ = _claim_for_a_new_run(workspace, champion.id, timedelta(minutes=10), 6)
+
+    report = score_images(workspace)
+
+    assert report.scored == 6 and report.dead_runs_ended == [dead_id]
+    [(status, error)] = query(
+        workspace, "select status, error from runs where id = :id", id=dead_id
+    )
+    assert status == "failed" and "stopped without finishing" in error
+    assert score_counts(workspace, champion.id) == {workspace.store.uri(k): 1 for k in keys}
+
+
+def test_images_claimed_by_a_live_run_are_left_to_it_until_it_scores_them(
+    workspace: Workspace,
+) -> None:
+    champion = register_champion(workspace)
+    put_tiny_images(workspace, 6)
+    _register(workspace)
+    live_id, held = _claim_for_a_new_run(workspace, champion.id, timedelta(0), 2)
+
+    def other_run() -> None:
+        for _ in range(4):
+            time.sleep(0.5)
+            with workspace.transaction() as session:
+                record_heartbeat(session, live_id)
+        with workspace.transaction() as session:
+            write_scores(
+                session,
+                champion.id,
+                live_id,
+                [ScoreRecord(image_id, [0.1] * 5, []) for image_id in held],
+            )
+            release_claims(session, run_id=live_id, model_version_id=champion.id, image_ids=held)
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    try:
+        report = score_images(workspace)
+    finally:
+        thread.join()
+
+    assert (report.scored, report.held_by_other_runs, report.dead_runs_ended) == (4, 2, [])
+    rows = query(workspace, "select image_id, run_id from scores order by image_id")
+    assert [run_id for image_id, run_id in rows if image_id in held] == [live_id, live_id]
+    assert len(rows) == 6
+
+
+def test_two_runs_claiming_at_the_same_moment_on_postgresql_take_different_images(
+    server_workspace: Workspace,
+) -> None:
+    workspace = server_workspace
+    champion = register_champion(workspace)
+    put_tiny_images(workspace, 8)
+    _register(workspace)
+    with workspace.transaction() as session:
+        first, second = (start_run(session, "score", {}) for _ in range(2))
+        for run in (first, second):
+            run.heartbeat_at = utc_now()
+        session.flush()
+        scope = ScoringScope(champion.id, "new", (workspace.store.root_uri,), run.started_at)
+        run_ids = (first.id, second.id)
+
+    def claim(session: Session, run_id: int) -> list[int]:
+        batch = claim_images(
+            session, scope, run_id=run_id, after_id=0, limit=4, live_after=utc_now() - LEASE
+        )
+        return [image_id for image_id, _ in batch.images]
+
+    # The first claim's transaction is still open (its rows locked) when the second claims.
+    with workspace.transaction() as one, workspace.transaction() as two:
+        # Without SKIP LOCKED the second claim would wait for the first: fail, do not hang.
+        two.execute(text("SET LOCAL lock_timeout = '5s'"))
+        taken_first = claim(one, run_ids[0])
+        taken_second = claim(two, run_ids[1])
+
+    assert len(taken_first) == 4 and len(taken_second) == 4
+    assert not set(taken_first) & set(taken_second)

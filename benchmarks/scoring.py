@@ -236,6 +236,7 @@ class SizeResult:
     rerun: ChildResult | None
     read_decode_rate: float | None = None
     seed_rate: float | None = None
+    load_average: float = 0.0
 
 
 def _measure_size(
@@ -263,11 +264,12 @@ def _measure_size(
             keys = _upload(workspace, photos, count)
             print(f"  uploaded {count} photos in {time.monotonic() - started:.0f} s", flush=True)
             first = run_child(["child"], _child_environment(settings))
+            load_average = os.getloadavg()[0]
             print(
                 f"  scored {first.output['scored']} in {first.output['seconds']:.1f} s", flush=True
             )
             again = run_child(["child"], _child_environment(settings)) if rerun else None
-            result = SizeResult(count, first, again)
+            result = SizeResult(count, first, again, load_average=load_average)
             if seed_images:
                 result.read_decode_rate = _read_decode_rate(
                     workspace, keys[: 4 * seed_images], model.image_size
@@ -293,6 +295,12 @@ def _verdict(name: str, value: float) -> str:
     return f"{'meets' if met else 'MISSES'} target {'<=' if lower_is_better else '>='} {target:g}"
 
 
+def _rates(result: SizeResult) -> tuple[float, float]:
+    """Images/s of one scoring run: the whole run, and its scoring phase."""
+    report = result.first.output
+    return report["scored"] / report["seconds"], report["scoring_images_per_second"]
+
+
 def _print_results(
     small: SizeResult,
     large: SizeResult,
@@ -302,46 +310,51 @@ def _print_results(
     batch_size: int,
     model: ModelFile,
 ) -> None:
-    report = large.first.output
-    run_rate = report["scored"] / report["seconds"]
-    phase_rate = report["scoring_images_per_second"]
-    ceiling = max(ceilings)
-    busy = report["inference_seconds"] / report["scoring_seconds"]
     assert large.rerun is not None and small.seed_rate and small.read_decode_rate
+    ceiling = max(ceilings)
     seed_rate, read_decode = small.seed_rate, small.read_decode_rate
     # Stages that share the same cores: at best each image costs the CPU of both.
     shared_bound = 1 / (1 / ceiling + 1 / read_decode)
     rerun = large.rerun.output
     rss_ratio = large.first.max_rss_mb / small.first.max_rss_mb
-    seed_ratio = phase_rate / seed_rate
+    small_phase = _rates(small)[1]
+    seed_ratio = small_phase / seed_rate
     inference_core_ms = (os.cpu_count() or 1) * 1000 / ceiling
     lines = [
         "",
         f"mlc scoring benchmark: {model.backbone} at {model.image_size} px, batch {batch_size}, "
         f"{os.cpu_count()} CPU cores, {platform.python_implementation()} "
-        f"{platform.python_version()}, load average at the end {os.getloadavg()[0]:.1f}",
-        f"  end-to-end, {large.images} images: {run_rate:.1f} images/s for the whole run "
-        f"({report['seconds']:.1f} s: listing, model loading, scoring), "
-        f"{phase_rate:.1f} images/s in the scoring phase",
+        f"{platform.python_version()}",
         f"  ceiling (model alone on decoded tensors): {ceiling:.1f} images/s "
-        f"(measured {', '.join(f'{c:.1f}' for c in ceilings)})",
-        f"  pipeline / ceiling: {phase_rate / ceiling:.2f} (scoring phase), "
-        f"{run_rate / ceiling:.2f} (whole run)  "
-        f"{_verdict('pipeline / ceiling', phase_rate / ceiling)}",
-        f"  seed-style loop on {seed_images} images: {seed_rate:.1f} images/s; pipeline / seed "
-        f"loop: {seed_ratio:.1f}  {_verdict('pipeline / seed loop', seed_ratio)}",
+        f"(measured {', '.join(f'{c:.1f}' for c in ceilings)}; the highest is used)",
+    ]
+    for result in (small, large):
+        run_rate, phase_rate = _rates(result)
+        report = result.first.output
+        lines.append(
+            f"  end-to-end, {result.images} images: {run_rate:.1f} images/s for the whole run "
+            f"({report['seconds']:.1f} s with listing and model loading), {phase_rate:.1f} "
+            f"images/s in the scoring phase; / ceiling: {run_rate / ceiling:.2f} and "
+            f"{phase_rate / ceiling:.2f}  {_verdict('pipeline / ceiling', phase_rate / ceiling)}"
+            f"  (load average {result.load_average:.1f}; the model ran "
+            f"{report['inference_seconds'] / report['scoring_seconds']:.0%} of the phase)"
+        )
+    lines += [
+        f"  seed-style loop on {seed_images} images: {seed_rate:.1f} images/s; pipeline "
+        f"({small.images} images, just before) / seed loop: {seed_ratio:.1f}  "
+        f"{_verdict('pipeline / seed loop', seed_ratio)}",
         f"  peak RSS of the scoring process: {small.first.max_rss_mb:.0f} MB at {small.images}, "
         f"{large.first.max_rss_mb:.0f} MB at {large.images}; ratio {rss_ratio:.2f}  "
         f"{_verdict('RSS large / RSS small', rss_ratio)}",
         f"  no-op rerun over {large.images} scored images: {rerun['seconds']:.1f} s after "
         f"start-up ({rerun['startup_seconds']:.1f} s start-up, listed {rerun['listed']}, "
         f"scored {rerun['scored']})  {_verdict('no-op rerun seconds', rerun['seconds'])}",
-        f"  reading + decoding alone (no model): {read_decode:.1f} images/s; decoding takes "
-        f"{decode_ms:.1f} ms of one core per photo, inference {inference_core_ms:.1f} core-ms "
-        "per image at the ceiling",
-        f"  both on the same cores, the best possible is about {shared_bound:.1f} images/s "
-        f"(1 / (1/ceiling + 1/read-decode)); pipeline / that bound: "
-        f"{phase_rate / shared_bound:.2f}; the model ran {busy:.0%} of the scoring phase",
+        f"  reading + decoding alone (no model, {small.images} images): {read_decode:.1f} "
+        f"images/s; decoding takes {decode_ms:.1f} ms of one core per photo, inference "
+        f"{inference_core_ms:.1f} core-ms per image at the ceiling",
+        f"  sharing the same cores, the best possible is about {shared_bound:.1f} images/s "
+        f"(1 / (1/ceiling + 1/read-decode)); pipeline ({small.images} images) / that bound: "
+        f"{small_phase / shared_bound:.2f}",
     ]
     print("\n".join(lines), flush=True)
 

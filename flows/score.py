@@ -6,9 +6,12 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
+from flows.artifacts import ScoreProgressArtifact, publish_score_summary
 from flows.common import opened_workspace
+from flows.execution import scoring_slots
 from flows.progress import ProgressRelay
-from mlc_core.jobs.score import score_images
+from mlc_core.jobs.score import ScoreProgress, score_images
+from mlc_core.settings import load_settings
 
 ScoreModeParameter = Literal["new", "stale", "all", "failed"]
 
@@ -38,10 +41,20 @@ def score_flow(
             p.images_per_second,
         ),
     )
-    with opened_workspace() as workspace:
+    chosen = prefixes or [load_settings().images_prefix]
+    artifact = ScoreProgressArtifact(f"scoring {', '.join(chosen)} ({mode})")
+
+    def on_progress(event: ScoreProgress) -> None:
+        relay(event)
+        artifact(event)
+
+    # One run per prefix at a time, however it was started (schedule, UI, CLI, nightly).
+    with scoring_slots(chosen), opened_workspace() as workspace:
         report = score_images(
-            workspace, prefixes=prefixes, mode=mode, batch_size=batch_size, on_progress=relay
+            workspace, prefixes=chosen, mode=mode, batch_size=batch_size, on_progress=on_progress
         )
+    artifact.finish()
+    publish_score_summary(report.as_dict())
     for warning in report.warnings:
         logger.warning("%s", warning)
     if report.dead_runs_ended:

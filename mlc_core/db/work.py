@@ -346,18 +346,26 @@ def delete_scores(session: Session, *, model_version_id: int, image_ids: Sequenc
     )
 
 
-def known_image_versions(
+def registered_image_versions(
     session: Session, versions: Sequence[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Which of these (uri, etag) pairs are registered already."""
+) -> dict[tuple[str, str], bool]:
+    """Which of these (uri, etag) pairs are registered already, each with whether it is current.
+
+    When every listed version is registered and current there is nothing to register: only
+    one version of a URI is current at a time, so no other version needs marking superseded.
+    """
     if not versions:
-        return set()
+        return {}
     uris = sorted({uri for uri, _ in versions})
     wanted = set(versions)
-    found: set[tuple[str, str]] = set()
+    found: dict[tuple[str, str], bool] = {}
     for chunk in _chunks(uris):
-        rows = session.execute(select(Image.uri, Image.etag).where(Image.uri.in_(chunk)))
-        found.update((uri, etag) for uri, etag in rows if (uri, etag) in wanted)
+        rows = session.execute(
+            select(Image.uri, Image.etag, Image.superseded_at).where(Image.uri.in_(chunk))
+        )
+        for uri, etag, superseded_at in rows:
+            if (uri, etag) in wanted:
+                found[(uri, etag)] = superseded_at is None
     return found
 
 

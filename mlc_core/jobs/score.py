@@ -48,7 +48,7 @@ from mlc_core.db.work import (
     database_failure,
     end_dead_runs,
     has_current_images,
-    known_image_versions,
+    registered_image_versions,
     release_run_claims,
 )
 from mlc_core.errors import MlcError, NoChampionModel
@@ -180,8 +180,10 @@ def discover_images(workspace: Workspace, prefixes: Sequence[str], report: Score
                 for info in images
             ]
             with workspace.transaction() as session:
-                known = known_image_versions(session, [(r.uri, r.etag) for r in records])
-                register_images(session, records)
+                known = registered_image_versions(session, [(r.uri, r.etag) for r in records])
+                # A nightly listing is mostly known, current images: nothing to write for them.
+                if len(known) < len(records) or not all(known.values()):
+                    register_images(session, records)
             report.new += len(records) - len(known)
         if listed_images == 0:
             with workspace.transaction() as session:

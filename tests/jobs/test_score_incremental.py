@@ -35,6 +35,14 @@ def workspace(
 
 
 @pytest.fixture
+def server_workspace(
+    request: pytest.FixtureRequest, isolated_mlc_environment: Path
+) -> Iterator[Workspace]:
+    with open_backend(request, isolated_mlc_environment, "servers", scoring=SCORING) as opened:
+        yield opened
+
+
+@pytest.fixture
 def local_workspace(
     request: pytest.FixtureRequest, isolated_mlc_environment: Path
 ) -> Iterator[Workspace]:
@@ -195,3 +203,23 @@ def test_an_empty_listing_where_images_were_known_marks_nothing_and_warns(
     assert query(workspace, "select count(*) from images where superseded_at is null") == [(5,)]
     assert len(score_counts(workspace, champion.id)) == 5
     assert query(workspace, "select count(distinct image_uri) from current_tags") == [(5,)]
+
+
+def test_an_object_restored_to_an_earlier_version_is_current_again_without_rescoring(
+    server_workspace: Workspace,
+) -> None:
+    # On S3 the etag is the content's MD5: the same bytes again are the same version.
+    champion = register_champion(server_workspace)
+    [key] = put_tiny_images(server_workspace, 1)
+    original = server_workspace.store.get(key)
+    score_images(server_workspace)
+    server_workspace.store.put(key, tiny_jpeg(300))
+    score_images(server_workspace)
+    server_workspace.store.put(key, original)
+
+    report = score_images(server_workspace)
+
+    assert (report.new, report.scored) == (0, 0)
+    assert score_counts(server_workspace, champion.id) == {server_workspace.store.uri(key): 2}
+    [(etag,)] = query(server_workspace, "select etag from images where superseded_at is null")
+    assert etag == server_workspace.store.head(key).etag

@@ -20,7 +20,7 @@ a run started later still redoes everything, as asked.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -76,10 +76,12 @@ class ClaimedBatch:
         images: ``(image id, uri)`` pairs this run now holds, in id order.
         last_id: the highest image id looked at (the next keyset cursor), ``None`` when there
             was nothing left to look at.
+        dead_runs_ended: runs this call ended because it took over their dead claims.
     """
 
     images: list[tuple[int, str]]
     last_id: int | None
+    dead_runs_ended: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,20 +139,22 @@ def _pending_condition(scope: ScoringScope) -> ColumnElement[bool]:
     )
 
 
-def _live_claim(
-    model_version_id: int, live_after: datetime, *, other_than_run: int | None = None
-) -> ColumnElement[bool]:
-    """An image is held while a claim on it belongs to a running run with a fresh heartbeat."""
-    conditions = [
-        ScoreClaim.image_id == Image.id,
-        ScoreClaim.model_version_id == model_version_id,
+def _claim_of_a_live_run(live_after: datetime) -> ColumnElement[bool]:
+    """The claim's run is running and its heartbeat is younger than the lease."""
+    return exists().where(
         Run.id == ScoreClaim.run_id,
         Run.status == "running",
         func.coalesce(Run.heartbeat_at, Run.started_at) >= live_after,
-    ]
-    if other_than_run is not None:
-        conditions.append(ScoreClaim.run_id != other_than_run)
-    return exists().where(*conditions)
+    )
+
+
+def _live_claim(model_version_id: int, live_after: datetime) -> ColumnElement[bool]:
+    """An image is held while a claim on it belongs to a running run with a fresh heartbeat."""
+    return exists().where(
+        ScoreClaim.image_id == Image.id,
+        ScoreClaim.model_version_id == model_version_id,
+        _claim_of_a_live_run(live_after),
+    )
 
 
 def count_pending_images(session: Session, scope: ScoringScope) -> int:
@@ -206,15 +210,35 @@ def claim_images(
     if not candidates:
         return ClaimedBatch(images=[], last_id=None)
     ids = [image_id for image_id, _ in candidates]
-    # Only dead claims can remain on the candidates; live ones were filtered out above.
+    # A run whose claims are taken over is ended first: a run that was only slow then finds
+    # itself ended at its next heartbeat or write and stops, instead of scoring the same
+    # images as this one.
+    dead_holders = list(
+        session.scalars(
+            select(ScoreClaim.run_id)
+            .distinct()
+            .where(
+                ScoreClaim.model_version_id == scope.model_version_id,
+                ScoreClaim.image_id.in_(ids),
+                ScoreClaim.run_id != run_id,
+                ~_claim_of_a_live_run(live_after),
+            )
+        )
+    )
+    ended = end_runs(session, dead_holders, live_after=live_after) if dead_holders else []
+    # PostgreSQL runs each statement below on a fresh snapshot, while the pick above may have
+    # read an older one: another run can have claimed, scored and released some candidates
+    # since. So only claims that are dead now are replaced, a live claim makes the insert skip
+    # its image, and the images still pending after the insert are the ones this run holds.
     session.execute(
         delete(ScoreClaim).where(
             ScoreClaim.model_version_id == scope.model_version_id,
             ScoreClaim.image_id.in_(ids),
+            ~_claim_of_a_live_run(live_after),
         )
     )
     now = utc_now()
-    claimed = set(
+    inserted = set(
         session.scalars(
             _insert_ignoring_conflicts(
                 session, ScoreClaim, ["image_id", "model_version_id"]
@@ -230,9 +254,27 @@ def claim_images(
             ],
         ).all()
     )
+    still_pending = (
+        set(
+            session.scalars(
+                select(Image.id).where(Image.id.in_(list(inserted)), _pending_condition(scope))
+            )
+        )
+        if inserted
+        else set()
+    )
+    finished_meanwhile = inserted - still_pending
+    if finished_meanwhile:
+        release_claims(
+            session,
+            run_id=run_id,
+            model_version_id=scope.model_version_id,
+            image_ids=sorted(finished_meanwhile),
+        )
     return ClaimedBatch(
-        images=[(image_id, uri) for image_id, uri in candidates if image_id in claimed],
+        images=[(image_id, uri) for image_id, uri in candidates if image_id in still_pending],
         last_id=ids[-1],
+        dead_runs_ended=ended,
     )
 
 
@@ -303,23 +345,37 @@ def end_dead_runs(session: Session, *, live_after: datetime) -> list[int]:
             )
         )
     )
-    if not dead:
+    return end_runs(session, dead, live_after=live_after)
+
+
+def end_runs(session: Session, run_ids: Sequence[int], *, live_after: datetime) -> list[int]:
+    """Mark these runs failed, if still running, for silence since before ``live_after``, and
+    drop their claims.
+
+    Returns:
+        The ids of the runs this call ended (a run already ended is left as it was).
+    """
+    if not run_ids:
         return []
-    session.execute(
-        update(Run)
-        .where(Run.id.in_(dead), Run.status == "running")
-        .values(
-            status="failed",
-            finished_at=utc_now(),
-            error=(
-                "the run stopped without finishing (no heartbeat since before "
-                f"{live_after.isoformat(timespec='seconds')}); a later run took over its images"
-            ),
+    ended = list(
+        session.scalars(
+            update(Run)
+            .where(Run.id.in_(list(run_ids)), Run.status == "running")
+            .values(
+                status="failed",
+                finished_at=utc_now(),
+                error=(
+                    "the run stopped without finishing (no heartbeat since before "
+                    f"{live_after.isoformat(timespec='seconds')}); a later run took over its "
+                    "images"
+                ),
+            )
+            .returning(Run.id)
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
     )
-    session.execute(delete(ScoreClaim).where(ScoreClaim.run_id.in_(dead)))
-    return dead
+    session.execute(delete(ScoreClaim).where(ScoreClaim.run_id.in_(list(run_ids))))
+    return sorted(ended)
 
 
 def current_thresholds(session: Session, model_version_id: int) -> list[float]:

@@ -291,6 +291,11 @@ class Feeder:
                 live_after=context.live_after(),
                 only_ids=only_ids,
             )
+        if batch.dead_runs_ended:
+            logger.warning(
+                "ended scoring runs %s, silent for longer than the lease", batch.dead_runs_ended
+            )
+            self.dead_runs_ended.extend(batch.dead_runs_ended)
         if batch.images:
             store = context.workspace.store
             items = [

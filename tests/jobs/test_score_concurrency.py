@@ -30,8 +30,10 @@ from tests.jobs.scoring_support import (
 )
 
 IMAGES = 160
-SCORING = {"batch_size": 8, "read_workers": 4, "claim_lease_seconds": 5.0}
-LEASE = timedelta(seconds=5)
+# A lease far above any stall a loaded CI machine has, so only the dead-run tests (whose runs
+# fell silent ten minutes ago) see a dead run.
+SCORING = {"batch_size": 8, "read_workers": 4, "claim_lease_seconds": 60.0}
+LEASE = timedelta(seconds=60)
 
 
 @pytest.fixture
@@ -116,6 +118,9 @@ def test_images_claimed_by_a_dead_run_are_taken_over_and_the_run_marked_failed(
     )
     assert status == "failed" and "stopped without finishing" in error
     assert score_counts(workspace, champion.id) == {workspace.store.uri(k): 1 for k in keys}
+    # Were the run only slow, not dead, its next heartbeat tells it to stop.
+    with workspace.transaction() as session:
+        assert record_heartbeat(session, dead_id) is False
 
 
 def test_images_claimed_by_a_live_run_are_left_to_it_until_it_scores_them(
@@ -183,3 +188,65 @@ def test_two_runs_claiming_at_the_same_moment_on_postgresql_take_different_image
 
     assert len(taken_first) == 4 and len(taken_second) == 4
     assert not set(taken_first) & set(taken_second)
+
+
+def test_many_runs_claiming_and_finishing_batches_at_once_never_hold_an_image_together(
+    server_workspace: Workspace,
+) -> None:
+    """Runs race through the claim, write and release cycle with batches of two: a run whose
+    pick read a snapshot from before another run claimed (or finished) an image must not take
+    that image over."""
+    workspace = server_workspace
+    champion = register_champion(workspace)
+    count = 120
+    put_tiny_images(workspace, count)
+    _register(workspace)
+    with workspace.transaction() as session:
+        runs = [start_run(session, "score", {}) for _ in range(4)]
+        for run in runs:
+            run.heartbeat_at = utc_now()
+        session.flush()
+        scope = ScoringScope(champion.id, "new", (workspace.store.root_uri,), runs[0].started_at)
+        run_ids = [run.id for run in runs]
+    claimed: dict[int, list[int]] = {run_id: [] for run_id in run_ids}
+    errors: list[BaseException] = []
+
+    def run_through(run_id: int) -> None:
+        try:
+            cursor: int | None = 0
+            while cursor is not None:
+                with workspace.transaction() as session:
+                    batch = claim_images(
+                        session,
+                        scope,
+                        run_id=run_id,
+                        after_id=cursor,
+                        limit=2,
+                        live_after=utc_now() - timedelta(minutes=5),
+                    )
+                cursor = batch.last_id
+                held = [image_id for image_id, _ in batch.images]
+                claimed[run_id].extend(held)
+                with workspace.transaction() as session:
+                    write_scores(
+                        session,
+                        champion.id,
+                        run_id,
+                        [ScoreRecord(image_id, [0.1] * 5, []) for image_id in held],
+                    )
+                    release_claims(
+                        session, run_id=run_id, model_version_id=champion.id, image_ids=held
+                    )
+        except BaseException as error:  # reported below, not lost in the thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run_through, args=(run_id,)) for run_id in run_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not errors
+    every_claim = sorted(image_id for held in claimed.values() for image_id in held)
+    assert len(every_claim) == len(set(every_claim)), "an image was held by two runs"
+    assert query(workspace, "select count(*) from scores") == [(len(every_claim),)]

@@ -3,7 +3,8 @@
 Run it with ``python -m benchmarks.quality [--data DIR] [--epochs N] [--backbone NAME]
 [--image-size PX] [--seed S]``. It is a script, not a test: a full run trains for minutes.
 
-What it does, through the same functions ``mlc train`` uses (``mlc_core.jobs.train``):
+What it does, through the same functions ``mlc train`` uses (``mlc_core.jobs.train``, whose
+build-train-calibrate-evaluate steps are :func:`mlc_core.model.training.fit_and_calibrate`):
 
 1. Reads ``labels.csv`` (``filename,tags`` with ``|``-joined tags) and decodes every image in
    ``images/`` once with :func:`mlc_core.model.dataset.decode_labeled_images`.
@@ -93,16 +94,9 @@ def run_quality(data: LabeledDataset, settings: TrainingSettings) -> dict[str, A
         The test metrics (``evaluate_predictions``) plus the split sizes, the epochs run, the
         seconds spent decoding and training, and the trained model.
     """
-    import keras
-
-    from mlc_core.model.build import build_model
-    from mlc_core.model.dataset import decode_labeled_images, make_training_dataset
-    from mlc_core.model.losses import make_loss
-    from mlc_core.model.metrics import evaluate_predictions
-    from mlc_core.model.predict import Predictor
+    from mlc_core.model.dataset import decode_labeled_images
     from mlc_core.model.split import split_dataset
-    from mlc_core.model.thresholds import calibrate_thresholds
-    from mlc_core.model.training import EpochReport, train_model
+    from mlc_core.model.training import EpochReport, fit_and_calibrate
 
     vocabulary = LabelVocabulary.from_tags(tag for tags in data.tags for tag in tags)
     started = time.perf_counter()
@@ -120,14 +114,10 @@ def run_quality(data: LabeledDataset, settings: TrainingSettings) -> dict[str, A
         test_fraction=TEST_FRACTION,
         seed=settings.seed,
     )
-    position = {key: row for row, key in enumerate(keys)}
-    train_rows, validation_rows, test_rows = (
-        np.array([position[key] for key in part], dtype=np.int64)
-        for part in (split.train, split.validation, split.test)
-    )
+    split_sizes = (len(split.train), len(split.validation), len(split.test))
     print(
         f"{len(keys)} images, classes {', '.join(vocabulary.classes)}; split train "
-        f"{len(train_rows)} / validation {len(validation_rows)} / test {len(test_rows)}; "
+        f"{split_sizes[0]} / validation {split_sizes[1]} / test {split_sizes[2]}; "
         f"decoded at {settings.image_size} px in {decode_seconds:.1f} s"
     )
 
@@ -139,55 +129,18 @@ def run_quality(data: LabeledDataset, settings: TrainingSettings) -> dict[str, A
             flush=True,
         )
 
-    keras.utils.set_random_seed(settings.seed)
-    model = build_model(
-        settings.backbone,
-        len(vocabulary),
-        settings.image_size,
-        weights=settings.weights,
-        dropout_rate=settings.dropout_rate,
-    )
-    outcome = train_model(
-        model,
-        make_training_dataset(
-            decoded.images[train_rows],
-            label_matrix[train_rows],
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            augment=True,
-        ),
-        decoded.images[validation_rows],
-        label_matrix[validation_rows],
-        epochs=settings.epochs,
-        learning_rate=settings.learning_rate,
-        loss=make_loss(settings.loss, positive_rates=label_matrix[train_rows].mean(axis=0)),
-        patience=settings.early_stopping_patience,
-        seed=settings.seed,
-        on_epoch_end=progress,
-    )
-    predictor = Predictor(model, batch_size=INFERENCE_BATCH_SIZE)
-    calibration = calibrate_thresholds(
-        label_matrix[validation_rows],
-        predictor.predict(decoded.images[validation_rows]),
-        strategy=settings.threshold_strategy,
-        target_precision=settings.target_precision,
-        classes=list(vocabulary.classes),
-    )
-    metrics = evaluate_predictions(
-        label_matrix[test_rows],
-        predictor.predict(decoded.images[test_rows]),
-        calibration.thresholds,
-        list(vocabulary.classes),
+    fitted = fit_and_calibrate(
+        decoded, label_matrix, split, vocabulary.classes, settings, on_epoch_end=progress
     )
     return {
-        **metrics,
-        "thresholds": calibration.thresholds,
-        "split_sizes": (len(train_rows), len(validation_rows), len(test_rows)),
-        "epochs_run": outcome.epochs_run,
-        "best_epoch": outcome.best_epoch,
-        "training_seconds": outcome.seconds,
+        **fitted.metrics,
+        "thresholds": fitted.thresholds,
+        "split_sizes": split_sizes,
+        "epochs_run": fitted.outcome.epochs_run,
+        "best_epoch": fitted.outcome.best_epoch,
+        "training_seconds": fitted.outcome.seconds,
         "decode_seconds": decode_seconds,
-        "model": model,
+        "model": fitted.model,
     }
 
 

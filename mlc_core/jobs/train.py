@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import keras
 import numpy as np
 
 from mlc_core.db.models import ModelVersion, Run
@@ -51,15 +50,12 @@ from mlc_core.model.artifacts import (
     sha256_hex,
 )
 from mlc_core.model.backbones import get_backbone
-from mlc_core.model.build import build_model
-from mlc_core.model.dataset import decode_labeled_images, make_training_dataset
-from mlc_core.model.losses import make_loss
+from mlc_core.model.dataset import decode_labeled_images
 from mlc_core.model.metrics import evaluate_predictions
 from mlc_core.model.predict import Predictor
 from mlc_core.model.promotion import decide_promotion
 from mlc_core.model.split import DataSplit, split_dataset
-from mlc_core.model.thresholds import calibrate_thresholds
-from mlc_core.model.training import EpochReport, train_model
+from mlc_core.model.training import EpochReport, fit_and_calibrate, row_indices
 from mlc_core.settings import TrainingSettings
 from mlc_core.storage import key_for_uri
 
@@ -183,11 +179,6 @@ def _split_keeping_champion_test(
     return DataSplit(split.train, split.validation, sorted(split.test + kept_test))
 
 
-def _rows(keys: list[str], wanted: Iterable[str]) -> np.ndarray:
-    position = {key: i for i, key in enumerate(keys)}
-    return np.array([position[key] for key in wanted], dtype=np.int64)
-
-
 def _compare_with_champion(
     workspace: Workspace,
     champion: ModelVersion,
@@ -198,11 +189,18 @@ def _compare_with_champion(
     images: np.ndarray,
     labelled: dict[str, frozenset[str]],
     champion_test: list[str],
-) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """Evaluate candidate and champion on the champion's test images that are still usable."""
+) -> tuple[dict[str, Any], dict[str, Any], list[str]] | None:
+    """Evaluate candidate and champion on the champion's test images that are still usable.
+
+    Returns:
+        Both models' metrics and the keys they were judged on; None when none of the champion's
+        test images is still labelled and readable.
+    """
     decodable = set(keys)
-    rows = _rows(keys, [key for key in champion_test if key in labelled and key in decodable])
+    rows = row_indices(keys, [key for key in champion_test if key in labelled and key in decodable])
     evaluated = [keys[i] for i in rows]
+    if not evaluated:
+        return None
     batch = images[rows]
     candidate_metrics = evaluate_predictions(
         np.stack([vocabulary.to_multi_hot(labelled[key]) for key in evaluated]),
@@ -213,9 +211,32 @@ def _compare_with_champion(
     champion_vocabulary = LabelVocabulary(tuple(champion.classes))
     model_bytes = workspace.store.get(key_for_uri(workspace.store, champion.artifact_uri) or "")
     champion_model = deserialize_model(model_bytes, champion.artifact_sha256)
+    if champion.image_size != batch.shape[1]:
+        # Each model sees the images as it would when scoring: decoded at its own input size.
+        redecoded = decode_labeled_images(
+            evaluated,
+            workspace.store.get,
+            champion.image_size,
+            workers=workspace.settings.scoring.read_workers,
+        )
+        # The same bytes decoded a moment ago; an image deleted meanwhile leaves both models'
+        # comparison, so they are judged on the same images.
+        kept = set(redecoded.keys)
+        if len(kept) != len(evaluated):
+            keep_rows = [i for i, key in enumerate(evaluated) if key in kept]
+            evaluated = [evaluated[i] for i in keep_rows]
+            candidate_metrics = evaluate_predictions(
+                np.stack([vocabulary.to_multi_hot(labelled[key]) for key in evaluated]),
+                candidate.predict(batch[keep_rows]),
+                thresholds,
+                list(vocabulary.classes),
+            )
+        champion_batch = redecoded.images[row_indices(list(redecoded.keys), evaluated)]
+    else:
+        champion_batch = batch
     champion_metrics = evaluate_predictions(
         np.stack([champion_vocabulary.to_multi_hot(labelled[key]) for key in evaluated]),
-        Predictor(champion_model, batch_size=64).predict(batch),
+        Predictor(champion_model, batch_size=64).predict(champion_batch),
         list(champion.thresholds),
         list(champion_vocabulary.classes),
     )
@@ -311,62 +332,19 @@ def _train(
             session.expunge(champion)
     champion_test = _champion_test_keys(workspace, champion.version) if champion else []
     split = _split_keeping_champion_test(keys, label_matrix, set(champion_test), settings)
-    train_rows, validation_rows, test_rows = (
-        _rows(keys, split.train),
-        _rows(keys, split.validation),
-        _rows(keys, split.test),
-    )
 
     # Same seed, same snapshot -> same initial weights, so versions are reproducible.
-    keras.utils.set_random_seed(settings.seed)
-    model = build_model(
-        settings.backbone,
-        len(vocabulary),
-        settings.image_size,
-        weights=settings.weights,
-        dropout_rate=settings.dropout_rate,
+    fitted = fit_and_calibrate(
+        decoded, label_matrix, split, vocabulary.classes, settings, on_epoch_end=on_epoch_end
     )
-    loss = make_loss(settings.loss, positive_rates=label_matrix[train_rows].mean(axis=0))
-    outcome = train_model(
-        model,
-        make_training_dataset(
-            decoded.images[train_rows],
-            label_matrix[train_rows],
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            augment=True,
-        ),
-        decoded.images[validation_rows],
-        label_matrix[validation_rows],
-        epochs=settings.epochs,
-        learning_rate=settings.learning_rate,
-        loss=loss,
-        patience=settings.early_stopping_patience,
-        seed=settings.seed,
-        on_epoch_end=on_epoch_end,
-    )
-
-    predictor = Predictor(model, batch_size=64)
-    calibration = calibrate_thresholds(
-        label_matrix[validation_rows],
-        predictor.predict(decoded.images[validation_rows]),
-        strategy=settings.threshold_strategy,
-        target_precision=settings.target_precision,
-        classes=list(vocabulary.classes),
-    )
-    thresholds = [float(t) for t in calibration.thresholds]
-    metrics = evaluate_predictions(
-        label_matrix[test_rows],
-        predictor.predict(decoded.images[test_rows]),
-        thresholds,
-        list(vocabulary.classes),
-    )
+    model, predictor, outcome = fitted.model, fitted.predictor, fitted.outcome
+    thresholds, metrics = fitted.thresholds, fitted.metrics
 
     comparison: dict[str, Any] | None = None
     champion_metrics: dict[str, Any] | None = None
     candidate_on_champion_split = metrics
-    if champion is not None and champion_test:
-        candidate_on_champion_split, champion_metrics, compared = _compare_with_champion(
+    compared_with_champion = (
+        _compare_with_champion(
             workspace,
             champion,
             predictor,
@@ -377,6 +355,11 @@ def _train(
             labelled,
             champion_test,
         )
+        if champion is not None and champion_test
+        else None
+    )
+    if compared_with_champion is not None and champion is not None:
+        candidate_on_champion_split, champion_metrics, compared = compared_with_champion
         comparison = {
             "champion_version": champion.version,
             "images": len(compared),
@@ -414,7 +397,7 @@ def _train(
         artifact_sha256=artifact_sha256,
         extra={
             "left_out_classes": left_out,
-            "threshold_notes": list(calibration.notes),
+            "threshold_notes": list(fitted.threshold_notes),
             "epochs_run": outcome.epochs_run,
             "best_epoch": outcome.best_epoch,
             "champion_comparison": comparison,
@@ -459,7 +442,7 @@ def _train(
         metrics=metrics,
         champion_comparison=comparison,
         left_out_classes=left_out,
-        threshold_notes=list(calibration.notes),
+        threshold_notes=list(fitted.threshold_notes),
         labelled_images=len(labelled_images),
         missing_images=missing,
         unreadable_images=dict(decoded.failures),

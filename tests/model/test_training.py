@@ -6,10 +6,19 @@ import keras
 import numpy as np
 import pytest
 
-from mlc_core.model.dataset import make_training_dataset
+from mlc_core.model.dataset import DecodedImages, make_training_dataset
 from mlc_core.model.losses import WeightedBinaryCrossentropy, make_loss
+from mlc_core.model.metrics import evaluate_predictions
 from mlc_core.model.predict import Predictor
-from mlc_core.model.training import EpochReport, mean_average_precision, train_model
+from mlc_core.model.split import DataSplit
+from mlc_core.model.thresholds import calibrate_thresholds
+from mlc_core.model.training import (
+    EpochReport,
+    fit_and_calibrate,
+    mean_average_precision,
+    train_model,
+)
+from mlc_core.settings import TrainingSettings
 from tests.model.conftest import SquareImages
 
 
@@ -80,6 +89,45 @@ def test_early_stopping_restores_the_weights_of_the_best_epoch(
     assert outcome.epochs_run == outcome.best_epoch + 1
     restored = Predictor(model, batch_size=8).predict(validation_images)
     assert mean_average_precision(swapped, restored) == pytest.approx(best.validation_map)
+
+
+def test_fit_and_calibrate_calibrates_on_validation_rows_and_evaluates_test_rows(
+    square_images: SquareImages,
+) -> None:
+    images, labels = square_images(36, 0)
+    keys = [f"image-{index:02d}" for index in range(len(images))]
+    # Parts that interleave the rows, so a mix-up of keys and rows would show.
+    split = DataSplit(train=keys[0::3] + keys[1::3][:6], validation=keys[1::3][6:], test=keys[2::3])
+    settings = TrainingSettings(image_size=32, epochs=2, batch_size=8, seed=0)
+    reports: list[EpochReport] = []
+
+    fitted = fit_and_calibrate(
+        DecodedImages(keys, images),
+        labels,
+        split,
+        ["red", "blue"],
+        settings,
+        on_epoch_end=reports.append,
+    )
+
+    validation_rows = np.arange(len(keys))[1::3][6:]
+    test_rows = np.arange(len(keys))[2::3]
+    calibration = calibrate_thresholds(
+        labels[validation_rows],
+        fitted.predictor.predict(images[validation_rows]),
+        classes=["red", "blue"],
+    )
+    assert fitted.outcome.epochs_run == 2
+    assert reports == fitted.outcome.history
+    assert fitted.predictor.model is fitted.model
+    assert fitted.thresholds == calibration.thresholds
+    assert fitted.threshold_notes == calibration.notes
+    assert fitted.metrics == evaluate_predictions(
+        labels[test_rows],
+        fitted.predictor.predict(images[test_rows]),
+        fitted.thresholds,
+        ["red", "blue"],
+    )
 
 
 def test_mean_average_precision_skips_classes_without_positives() -> None:

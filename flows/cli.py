@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,6 +81,50 @@ def _run_flow(flow: Any, **parameters: Any) -> Any:
     return flow(**parameters)
 
 
+@contextmanager
+def _progress_bar(label: str, describe: Callable[[str, Any], str]) -> Iterator[None]:
+    """Show a transient progress bar that follows the progress events of flows run inside.
+
+    The bar starts as ``label`` with no total. Each event a flow reports through
+    ``flows.progress`` moves it: an ``epoch`` event to its epoch of its epochs, any other
+    event to its ``done`` of its ``total``; ``describe(kind, event)`` is the new label.
+    """
+    from flows.progress import progress_sink
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+
+        def on_event(kind: str, event: Any) -> None:
+            if kind == "epoch":
+                total, completed = event.epochs, event.epoch
+            else:
+                total, completed = event.total, event.done
+            progress.update(
+                task, total=total, completed=completed, description=describe(kind, event)
+            )
+
+        with progress_sink(on_event):
+            yield
+
+
+def _model_version(session: Any, version: str) -> Any:
+    """Return the row of model ``version``, or fail with a sentence naming it."""
+    from mlc_core.db.queries import get_model_version
+
+    record = get_model_version(session, version)
+    if record is None:
+        raise MlcError(f"there is no model version {version!r}; `mlc models` lists them")
+    return record
+
+
 # --- db -----------------------------------------------------------------------------------
 
 
@@ -136,27 +182,19 @@ def train(
     image_size: Annotated[int | None, typer.Option(min=32, max=1024)] = None,
 ) -> None:
     """Train a model version on the labelled images; promote it if it beats the champion."""
-    from flows.progress import progress_sink
     from flows.train import train_flow
 
     _workspace().close()
-    with _progress() as progress:
-        task = progress.add_task("training", total=None)
-
-        def on_event(kind: str, event: Any) -> None:
-            progress.update(
-                task,
-                total=event.epochs,
-                completed=event.epoch,
-                description=(
-                    f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} "
-                    f"val mAP {event.validation_map:.4f}"
-                ),
-            )
-
-        with progress_sink(on_event):
-            report = _run_flow(train_flow, epochs=epochs, backbone=backbone, image_size=image_size)
+    with _progress_bar("training", _describe_training):
+        report = _run_flow(train_flow, epochs=epochs, backbone=backbone, image_size=image_size)
     _print_training(report)
+
+
+def _describe_training(kind: str, event: Any) -> str:
+    return (
+        f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} "
+        f"val mAP {event.validation_map:.4f}"
+    )
 
 
 def _print_training(report: dict[str, Any]) -> None:
@@ -199,7 +237,6 @@ def score(
     batch_size: Annotated[int | None, typer.Option(min=1, max=4096)] = None,
 ) -> None:
     """Score images in the store with the champion model and write probabilities and tags."""
-    from flows.progress import progress_sink
     from flows.score import score_flow
     from mlc_core.db.queries import get_champion
     from mlc_core.db.work import SCORE_MODES
@@ -215,20 +252,13 @@ def score(
                 raise NoChampionModel()
     finally:
         workspace.close()
-    with _progress() as progress:
-        task = progress.add_task("scoring", total=None)
-
-        def on_event(kind: str, event: Any) -> None:
-            progress.update(
-                task,
-                total=event.total,
-                completed=event.done,
-                description=f"scoring ({event.failed} failed, {event.images_per_second:.1f} img/s)",
-            )
-
-        with progress_sink(on_event):
-            report = _run_flow(score_flow, prefixes=prefix, mode=mode, batch_size=batch_size)
+    with _progress_bar("scoring", _describe_scoring):
+        report = _run_flow(score_flow, prefixes=prefix, mode=mode, batch_size=batch_size)
     _print_scoring(report)
+
+
+def _describe_scoring(kind: str, event: Any) -> str:
+    return f"scoring ({event.failed} failed, {event.images_per_second:.1f} img/s)"
 
 
 def _print_scoring(report: dict[str, Any]) -> None:
@@ -260,9 +290,8 @@ def retag(
     ] = 1000,
 ) -> None:
     """Recompute stored tag sets from stored probabilities with the current thresholds."""
-    from flows.progress import progress_sink
     from flows.retag import retag_flow
-    from mlc_core.db.queries import get_champion, get_model_version
+    from mlc_core.db.queries import get_champion
     from mlc_core.errors import NoChampionModel
 
     workspace = _workspace()
@@ -270,28 +299,21 @@ def retag(
         with workspace.transaction() as session:
             if version is None and get_champion(session) is None:
                 raise NoChampionModel()
-            if version is not None and get_model_version(session, version) is None:
-                raise MlcError(f"there is no model version {version!r}; `mlc models` lists them")
+            if version is not None:
+                _model_version(session, version)
     finally:
         workspace.close()
-    with _progress() as progress:
-        task = progress.add_task("re-tagging", total=None)
-
-        def on_event(kind: str, event: Any) -> None:
-            progress.update(
-                task,
-                total=event.total,
-                completed=event.done,
-                description=f"re-tagging ({event.changed} changed)",
-            )
-
-        with progress_sink(on_event):
-            report = _run_flow(retag_flow, version=version, batch_size=batch_size)
+    with _progress_bar("re-tagging", _describe_retagging):
+        report = _run_flow(retag_flow, version=version, batch_size=batch_size)
     console.print(
         f"{report['model_version']}: tags changed on {report['changed']} of {report['images']} "
         f"images ({report['tags_added']} added, {report['tags_removed']} removed) "
         f"with thresholds {', '.join(f'{t:.3f}' for t in report['thresholds'])}"
     )
+
+
+def _describe_retagging(kind: str, event: Any) -> str:
+    return f"re-tagging ({event.changed} changed)"
 
 
 # --- tags, models, promote ----------------------------------------------------------------
@@ -379,14 +401,12 @@ def models() -> None:
 @app.command()
 def promote(version: Annotated[str, typer.Argument(help="the version to make champion")]) -> None:
     """Make VERSION the champion (also the way to roll back)."""
-    from mlc_core.db.queries import get_model_version, promote_model_version
+    from mlc_core.db.queries import promote_model_version
 
     workspace = _workspace()
     try:
         with workspace.transaction() as session:
-            record = get_model_version(session, version)
-            if record is None:
-                raise MlcError(f"there is no model version {version!r}; `mlc models` lists them")
+            record = _model_version(session, version)
             promote_model_version(session, record, "promoted by hand with `mlc promote`")
     finally:
         workspace.close()
@@ -400,16 +420,14 @@ def thresholds(
     value: Annotated[float | None, typer.Argument(min=0.0, max=1.0, help="new threshold")] = None,
 ) -> None:
     """Show a version's per-class thresholds, or override one class's threshold."""
-    from mlc_core.db.queries import get_model_version, override_threshold
+    from mlc_core.db.queries import override_threshold
 
     if (class_name is None) != (value is None):
         raise MlcError("give both CLASS and VALUE to override a threshold, or neither to show them")
     workspace = _workspace()
     try:
         with workspace.transaction() as session:
-            record = get_model_version(session, version)
-            if record is None:
-                raise MlcError(f"there is no model version {version!r}; `mlc models` lists them")
+            record = _model_version(session, version)
             if class_name is not None and value is not None:
                 try:
                     previous = override_threshold(session, record, class_name, value)
@@ -447,7 +465,6 @@ def demo(
 ) -> None:
     """Run the main job end to end on a synthetic data set, then show the results."""
     from flows.demo import demo_flow
-    from flows.progress import progress_sink
 
     settings = _settings()
     _workspace().close()
@@ -455,26 +472,8 @@ def demo(
         f"[bold]mlc demo[/]: database {settings.resolved_database_url}, "
         f"store {settings.resolved_storage_url}"
     )
-    with _progress() as progress:
-        task = progress.add_task("demo", total=None)
-
-        def on_event(kind: str, event: Any) -> None:
-            if kind == "epoch":
-                progress.update(
-                    task,
-                    total=event.epochs,
-                    completed=event.epoch,
-                    description=(
-                        f"training: epoch {event.epoch}, val mAP {event.validation_map:.3f}"
-                    ),
-                )
-            else:
-                progress.update(
-                    task, total=event.total, completed=event.done, description="scoring"
-                )
-
-        with progress_sink(on_event):
-            result = _run_flow(demo_flow, images=images, epochs=epochs)
+    with _progress_bar("demo", _describe_demo):
+        result = _run_flow(demo_flow, images=images, epochs=epochs)
     _print_training(result["training"])
     _print_scoring(result["scoring"])
     holdout = result["holdout"]
@@ -507,16 +506,10 @@ def demo(
     )
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+def _describe_demo(kind: str, event: Any) -> str:
+    if kind == "epoch":
+        return f"training: epoch {event.epoch}, val mAP {event.validation_map:.3f}"
+    return "scoring"
 
 
 def main() -> None:

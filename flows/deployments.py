@@ -56,47 +56,58 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
     """The deployments of mlc with the schedules the settings ask for."""
     orchestration = settings.orchestration
     return [
-        DeploymentSpec(
-            flow_name="mlc-nightly",
-            name="nightly",
-            entrypoint="flows.nightly.nightly_flow",
-            cron=orchestration.nightly_cron,
-            cron_setting="MLC_ORCHESTRATION__NIGHTLY_CRON",
-            description=(
-                "Score new images with the champion; retrain when there is no champion yet or "
-                "enough images got new labels since the last training run."
-            ),
-            parameters={"retrain": "auto"},
+        _named_after_flow(
+            "nightly",
+            orchestration.nightly_cron,
+            "Score new images with the champion; retrain when there is no champion yet or "
+            "enough images got new labels since the last training run.",
+            {"retrain": "auto"},
             concurrency_limit=1,
             collision_strategy="CANCEL_NEW",
         ),
-        DeploymentSpec(
-            flow_name="mlc-retrain",
-            name="retrain",
-            entrypoint="flows.retrain.retrain_flow",
-            cron=orchestration.retrain_cron,
-            cron_setting="MLC_ORCHESTRATION__RETRAIN_CRON",
-            description=(
-                "Import the labels manifest, train, compare with the champion on its test "
-                "images, promote if better, then rescore older rows with a new champion."
-            ),
-            parameters={"import_labels": True},
+        _named_after_flow(
+            "retrain",
+            orchestration.retrain_cron,
+            "Import the labels manifest, train, compare with the champion on its test "
+            "images, promote if better, then rescore older rows with a new champion.",
+            {"import_labels": True},
             concurrency_limit=1,
             collision_strategy="ENQUEUE",
         ),
-        DeploymentSpec(
-            flow_name="mlc-score",
-            name="score",
-            entrypoint="flows.score.score_flow",
-            cron=orchestration.score_cron,
-            cron_setting="MLC_ORCHESTRATION__SCORE_CRON",
-            description=(
-                "Score images under the given prefixes with the champion (new, stale, all or "
-                "failed ones)."
-            ),
-            parameters={"mode": "new"},
+        _named_after_flow(
+            "score",
+            orchestration.score_cron,
+            "Score images under the given prefixes with the champion (new, stale, all or "
+            "failed ones).",
+            {"mode": "new"},
         ),
     ]
+
+
+def _named_after_flow(
+    name: str,
+    cron: str | None,
+    description: str,
+    parameters: dict[str, Any],
+    *,
+    concurrency_limit: int | None = None,
+    collision_strategy: CollisionStrategy | None = None,
+) -> DeploymentSpec:
+    """The deployment ``mlc-<name>/<name>`` of ``flows.<name>.<name>_flow``.
+
+    ``cron`` is the value of the setting ``MLC_ORCHESTRATION__<NAME>_CRON``.
+    """
+    return DeploymentSpec(
+        flow_name=f"mlc-{name}",
+        name=name,
+        entrypoint=f"flows.{name}.{name}_flow",
+        cron=cron,
+        cron_setting=f"MLC_ORCHESTRATION__{name.upper()}_CRON",
+        description=description,
+        parameters=parameters,
+        concurrency_limit=concurrency_limit,
+        collision_strategy=collision_strategy,
+    )
 
 
 def _load_flow(entrypoint: str) -> Any:

@@ -11,6 +11,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -164,16 +165,15 @@ class S3Store:
             StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
             StorageError: any other failure of the server.
         """
-        object_key = self._object_key(key)
-        client = self._client()
-        try:
-            response = client.head_object(Bucket=self.bucket, Key=object_key)
-        except _BOTO_ERRORS as error:
-            # A HEAD answer has no body, so a missing bucket and a missing key are the same
-            # 404; ask about the bucket once per store to tell them apart.
-            if _error_code(error) in _MISSING_CODES and not self._bucket_seen:
-                self.check()
-            raise self._error(error, key) from error
+        with self._object_request(key) as (client, object_key):
+            try:
+                response = client.head_object(Bucket=self.bucket, Key=object_key)
+            except ClientError as error:
+                # A HEAD answer has no body, so a missing bucket and a missing key are the same
+                # 404; ask about the bucket once per store to tell them apart.
+                if _error_code(error) in _MISSING_CODES and not self._bucket_seen:
+                    self.check()
+                raise
         self._bucket_seen = True
         return ObjectInfo(
             key=key,
@@ -191,16 +191,12 @@ class S3Store:
             StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
             StorageError: any other failure of the server.
         """
-        object_key = self._object_key(key)
-        client = self._client()
-        try:
+        with self._object_request(key) as (client, object_key):
             body = client.get_object(Bucket=self.bucket, Key=object_key)["Body"]
             try:
                 return body.read()
             finally:
                 body.close()
-        except _BOTO_ERRORS as error:
-            raise self._error(error, key) from error
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         """Write one object whole (S3 PUTs are atomic) and return its info.
@@ -213,12 +209,8 @@ class S3Store:
             StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
             StorageError: any other failure of the server.
         """
-        object_key = self._object_key(key)
-        client = self._client()
-        try:
+        with self._object_request(key) as (client, object_key):
             response = client.put_object(Bucket=self.bucket, Key=object_key, Body=data)
-        except _BOTO_ERRORS as error:
-            raise self._error(error, key) from error
         self._bucket_seen = True
         return ObjectInfo(
             key=key,
@@ -249,12 +241,8 @@ class S3Store:
             StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
             StorageError: any other failure of the server.
         """
-        object_key = self._object_key(key)
-        client = self._client()
-        try:
+        with self._object_request(key) as (client, object_key):
             client.delete_object(Bucket=self.bucket, Key=object_key)
-        except _BOTO_ERRORS as error:
-            raise self._error(error, key) from error
 
     def check(self) -> None:
         """Make sure the bucket exists and the credentials are accepted (one HEAD request).
@@ -265,10 +253,8 @@ class S3Store:
             StorageError: any other failure of the server.
         """
         client = self._client()
-        try:
+        with self._translating_errors(None):
             client.head_bucket(Bucket=self.bucket)
-        except _BOTO_ERRORS as error:
-            raise self._error(error, None) from error
         self._bucket_seen = True
 
     def _object_key(self, key: str) -> str:
@@ -281,7 +267,7 @@ class S3Store:
             Prefix=self._root + prefix,
             PaginationConfig={"PageSize": request_size},
         )
-        try:
+        with self._translating_errors(None):
             for page in pages:
                 self._bucket_seen = True
                 for item in page.get("Contents", []):
@@ -299,8 +285,6 @@ class S3Store:
                         etag=_etag(item["ETag"]),
                         modified=item["LastModified"].astimezone(UTC),
                     )
-        except _BOTO_ERRORS as error:
-            raise self._error(error, None) from error
 
     def _client(self) -> S3Client:
         client = self._s3
@@ -327,6 +311,29 @@ class S3Store:
                 f"cannot set up an S3 client for bucket '{self.bucket}': {error}; "
                 "check AWS_ENDPOINT_URL, AWS_PROFILE and the files in ~/.aws"
             ) from error
+
+    @contextmanager
+    def _object_request(self, key: str) -> Iterator[tuple[S3Client, str]]:
+        """Yield the client and the bucket key of ``key``; translate botocore errors as for it.
+
+        Raises:
+            InvalidKey: the key breaks the key rules (raised on entering the block).
+        """
+        object_key = self._object_key(key)
+        client = self._client()
+        with self._translating_errors(key):
+            yield client, object_key
+
+    @contextmanager
+    def _translating_errors(self, key: str | None) -> Iterator[None]:
+        """Raise a botocore error of the block as :meth:`_error` translates it for ``key``.
+
+        ``key`` is the object the block asks about, or None for the bucket or a listing.
+        """
+        try:
+            yield
+        except _BOTO_ERRORS as error:
+            raise self._error(error, key) from error
 
     def _endpoint(self) -> str:
         return self._s3.meta.endpoint_url if self._s3 is not None else "the configured endpoint"

@@ -29,7 +29,7 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from mlc_core.errors import DatabaseUnavailable, StoreUnavailable
-from mlc_core.settings import OrchestrationSettings
+from mlc_core.settings import OrchestrationSettings, load_settings
 from mlc_core.storage import validate_prefix
 
 SCORE_LIMIT_PREFIX = "mlc-score-"
@@ -60,15 +60,19 @@ def task_runner_from_settings(settings: OrchestrationSettings) -> TaskRunner[Any
         # The address is checked by the settings; a cluster started here would die with the
         # flow run and hide a missing scheduler.
         return DaskTaskRunner(address=settings.dask_address)
-    return ThreadPoolTaskRunner()
+    # One task at a time: a shard already keeps the process busy (reads, inference and writes
+    # overlap inside it), and Prefect's default pool would start every shard at once.
+    return ThreadPoolTaskRunner(max_workers=1)
 
 
 def retry_transient_errors(task: Any, task_run: Any, state: Any) -> bool:
-    """A ``retry_condition_fn``: retry a task only when its error may pass by itself."""
+    """A ``retry_condition_fn``: retry a task only when its error may pass by itself, and at
+    most ``MLC_ORCHESTRATION__TRANSIENT_RETRIES`` times (read when the task fails, so the
+    process that runs it decides, and 0 makes an interactive command fail at once)."""
     try:
         state.result()
     except TRANSIENT_ERRORS:
-        return True
+        return task_run.run_count <= load_settings().orchestration.transient_retries
     except BaseException:
         return False
     return False

@@ -61,7 +61,14 @@ class ScoringSettings(BaseModel):
     batch_size: int = Field(64, ge=1, le=4096)
     read_workers: int = Field(16, ge=1, le=256)
     max_image_pixels: int = Field(PILLOW_DEFAULT_MAX_PIXELS, ge=1)
-    shard_size: int = Field(2000, ge=1)
+    shard_size: int = Field(
+        2000,
+        ge=1,
+        description=(
+            "pending images per task (shard) of the score flow; thousands, as a Prefect task "
+            "costs about a second"
+        ),
+    )
     claim_lease_seconds: float = Field(
         120.0,
         gt=0,
@@ -111,6 +118,15 @@ class OrchestrationSettings(BaseModel):
     )
     rescore_after_promotion: bool = Field(
         True, description="after a retrain promotes a new champion, rescore older rows with it"
+    )
+    transient_retries: int = Field(
+        3,
+        ge=0,
+        le=3,
+        description=(
+            "how many times a task retries after an unreachable store or database (waiting "
+            "10 s, 1 min, 5 min); 0 fails at once"
+        ),
     )
 
     @field_validator("nightly_cron", "retrain_cron", "score_cron")

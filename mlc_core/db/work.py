@@ -10,7 +10,9 @@ picks it (PostgreSQL: ``FOR UPDATE SKIP LOCKED`` on the picked image rows, so tw
 at the same moment take different rows; SQLite: writers are serialised by ``BEGIN IMMEDIATE``)
 and releases the claims in the transaction that writes the batch's results, after which the
 images are no longer pending for anyone. A claim counts while its run is ``running`` and its
-heartbeat is younger than the lease; a dead run's claims are taken over.
+heartbeat is younger than the lease; a dead run's claims are taken over. A shard of a sharded
+run is a scope bounded to a range of image ids (:func:`pending_image_ranges` cuts them), scored
+by a run of its own with the same claims.
 
 ``all`` and ``failed`` are relative to the run's start (``since``): a score or a failure written
 after it counts as done, so the images a concurrent run has just finished are not redone, while
@@ -60,12 +62,17 @@ class ScoringScope:
         uri_prefixes: image URIs must start with one of these.
         since: the run's start; in the ``all`` and ``failed`` modes a score or failure written
             at or after it counts as done.
+        first_image_id: only images with ids at or above this (a shard's range); None: no
+            lower bound.
+        last_image_id: only images with ids at or below this; None: no upper bound.
     """
 
     model_version_id: int
     mode: ScoreMode
     uri_prefixes: tuple[str, ...]
     since: datetime
+    first_image_id: int | None = None
+    last_image_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,9 +141,16 @@ def _pending_condition(scope: ScoringScope) -> ColumnElement[bool]:
             Image.status == "failed", or_(Image.failed_at.is_(None), Image.failed_at < scope.since)
         ),
     }
-    return and_(
-        Image.superseded_at.is_(None), _in_prefixes(scope.uri_prefixes), by_mode[scope.mode]
-    )
+    conditions = [
+        Image.superseded_at.is_(None),
+        _in_prefixes(scope.uri_prefixes),
+        by_mode[scope.mode],
+    ]
+    if scope.first_image_id is not None:
+        conditions.append(Image.id >= scope.first_image_id)
+    if scope.last_image_id is not None:
+        conditions.append(Image.id <= scope.last_image_id)
+    return and_(*conditions)
 
 
 def _claim_of_a_live_run(live_after: datetime) -> ColumnElement[bool]:
@@ -161,6 +175,47 @@ def count_pending_images(session: Session, scope: ScoringScope) -> int:
     """How many current images under the scope's prefixes its mode would score."""
     condition = _pending_condition(scope)
     return int(session.scalar(select(func.count()).select_from(Image).where(condition)) or 0)
+
+
+def pending_image_ranges(
+    session: Session, scope: ScoringScope, *, size: int
+) -> Iterator[tuple[int, int, int]]:
+    """Split the scope's pending images, in id order, into ranges of ``size`` images each.
+
+    The ranges tile the ids from 1 (or the scope's first id) to the last pending one, so every
+    image pending now lies in exactly one of them; an image registered later, with a higher
+    id, lies in none. The database walks the pending ids once, a range at a time; no list of
+    ids comes back.
+
+    Args:
+        session: a session in the caller's transaction.
+        scope: the model version, mode, prefixes and start the ranges are pending for.
+        size: pending images per range (the last one may have fewer).
+
+    Yields:
+        ``(first id, last id, pending images)`` per range, inclusive, in id order.
+    """
+    if size < 1:
+        raise ValueError(f"a range needs at least one image, got size {size}")
+    condition = _pending_condition(scope)
+    first = scope.first_image_id if scope.first_image_id is not None else 1
+    while True:
+        last = session.scalar(
+            select(Image.id)
+            .where(condition, Image.id >= first)
+            .order_by(Image.id)
+            .offset(size - 1)
+            .limit(1)
+        )
+        if last is None:
+            break
+        yield first, last, size
+        first = last + 1
+    last, count = session.execute(
+        select(func.max(Image.id), func.count()).where(condition, Image.id >= first)
+    ).one()
+    if count:
+        yield first, int(last), int(count)
 
 
 def claim_images(

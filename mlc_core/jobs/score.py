@@ -1,45 +1,46 @@
 """Score images in the store with the champion model and write probabilities and tag sets.
 
-A run has two phases:
-1. Discovery streams the listing of each prefix page by page and registers every image object
-   (kept by extension here, by magic bytes when it is decoded) as an (uri, etag) row. A new
-   etag is a new row; discovery never marks an image deleted, so a listing that fails or comes
-   back empty loses nothing.
+A scoring run has two phases:
+1. Discovery registers the image objects under the prefixes (see
+   :mod:`mlc_core.jobs.scoring_plan`).
 2. Scoring claims the registered images that need a score under the chosen mode a batch at a
    time, reads and decodes them in a thread pool, runs the model on fixed-size batches, and
    commits each batch's probabilities, tags, failures and released claims in one transaction
    from a writer thread. Claiming, reading, decoding, inference and writing overlap, and memory
    is bounded by a few batches in flight.
 
-Claims (see :mod:`mlc_core.db.work`) keep concurrent runs from scoring an image twice; a
-heartbeat thread keeps this run's claims alive, and the claims of a run killed mid-way are taken
-over once its heartbeat is older than the lease. A corrupt image is recorded with its reason and
-never stops the run; an unreachable store or database stops it, leaving every committed batch
-whole and nothing partial.
+:func:`score_images` does both in one run. At scale the phases come apart: a plan
+(:func:`~mlc_core.jobs.scoring_plan.plan_scoring`) discovers once and splits the pending images
+into shards of image ids, and :func:`score_shard` scores one shard as a run of its own, on
+whichever machine an orchestrator sends it to. The model is loaded once per process
+(:mod:`mlc_core.jobs.predictors`), not once per shard.
+
+Claims (see :mod:`mlc_core.db.work`) keep concurrent runs and shards from scoring an image
+twice; a heartbeat thread keeps a run's claims alive, and the claims of a run killed mid-way are
+taken over once its heartbeat is older than the lease. A corrupt image is recorded with its
+reason and never stops the run; an unreachable store or database stops it, leaving every
+committed batch whole and nothing partial.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
+from mlc_core.db.engine import display_url
 from mlc_core.db.models import ModelVersion, Run
-from mlc_core.db.queries import (
-    ImageRecord,
-    finish_run,
-    get_champion,
-    register_images,
-    start_run,
-)
+from mlc_core.db.queries import finish_run, get_champion, start_run
 from mlc_core.db.work import (
     SCORE_MODES,
     ScoreMode,
@@ -47,12 +48,18 @@ from mlc_core.db.work import (
     count_pending_images,
     database_failure,
     end_dead_runs,
-    has_current_images,
-    registered_image_versions,
     release_run_claims,
 )
 from mlc_core.errors import MlcError, NoChampionModel
-from mlc_core.images import has_image_extension
+from mlc_core.jobs.predictors import cached_predictor
+from mlc_core.jobs.scoring_plan import (
+    NOT_AN_IMAGE_TYPE,
+    ScoringPlan,
+    ScoringShard,
+    discover_images,
+    plan_scoring,
+)
+from mlc_core.jobs.scoring_reports import ScoreProgress, ScoreReport, ShardTally
 from mlc_core.jobs.scoring_threads import (
     BATCHES_IN_FLIGHT,
     BatchResult,
@@ -63,139 +70,30 @@ from mlc_core.jobs.scoring_threads import (
 )
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
-from mlc_core.model.artifacts import deserialize_model
-from mlc_core.model.predict import Predictor
-from mlc_core.storage import key_for_uri, validate_prefix
+from mlc_core.storage import validate_prefix
 
 __all__ = [
     "BATCHES_IN_FLIGHT",
+    "NOT_AN_IMAGE_TYPE",
     "SCORE_MODES",
     "ScoreMode",
     "ScoreProgress",
     "ScoreReport",
+    "ScoringPlan",
+    "ScoringShard",
+    "ShardTally",
     "discover_images",
+    "plan_scoring",
     "score_images",
+    "score_shard",
 ]
 
 logger = logging.getLogger(__name__)
-
-NOT_AN_IMAGE_TYPE = "not_an_image_type"
-# One model is kept per process; see _load_predictor.
-_PREDICTOR_CACHE: dict[tuple[str, int], Predictor] = {}
-_PREDICTOR_LOCK = threading.Lock()
-
-
-@dataclass
-class ScoreProgress:
-    """A snapshot for progress bars and flow logs."""
-
-    done: int
-    total: int
-    scored: int
-    failed: int
-    seconds: float
-
-    @property
-    def images_per_second(self) -> float:
-        return self.done / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class ScoreReport:
-    """What a scoring run counted; plain data, safe to log or return from a flow.
-
-    ``scored`` counts images that went through the model (by this run: images another run
-    scored meanwhile are not counted); ``skipped`` counts objects left alone by reason;
-    ``seconds`` is the whole run, ``scoring_seconds`` the part after discovery and model
-    loading, and ``inference_seconds`` the time the model ran (close to ``scoring_seconds``
-    when reading, decoding and writing keep up with it).
-    """
-
-    model_version: str
-    mode: str
-    prefixes: list[str]
-    listed: int = 0
-    new: int = 0
-    pending: int = 0
-    scored: int = 0
-    failed: int = 0
-    failed_by_reason: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)
-    held_by_other_runs: int = 0
-    dead_runs_ended: list[int] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    scoring_seconds: float = 0.0
-    inference_seconds: float = 0.0
-    run_id: int | None = None
-
-    @property
-    def images_per_second(self) -> float:
-        return (self.scored + self.failed) / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def scoring_images_per_second(self) -> float:
-        done = self.scored + self.failed
-        return done / self.scoring_seconds if self.scoring_seconds > 0 else 0.0
-
-    def skip(self, reason: str, count: int = 1) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + count
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "images_per_second": round(self.images_per_second, 2),
-            "scoring_images_per_second": round(self.scoring_images_per_second, 2),
-        }
 
 
 def _reason_kind(reason: str) -> str:
     """A short bucket for counting failures ("truncated or corrupt JPEG", "empty file", ...)."""
     return reason.split(":", 1)[0].strip()[:60]
-
-
-def discover_images(workspace: Workspace, prefixes: Sequence[str], report: ScoreReport) -> None:
-    """Register every image object under ``prefixes``, one listing page at a time.
-
-    Objects whose name has no image extension are counted as skipped. Nothing is ever marked
-    deleted: an object missing from the listing keeps its rows. A prefix whose listing is
-    empty while current images are known under it is noted in ``report.warnings``.
-
-    Raises:
-        StorageError: the listing failed; the pages registered before stay registered.
-    """
-    store = workspace.store
-    for prefix in prefixes:
-        listed_images = 0
-        for page in store.list_pages(prefix):
-            report.listed += len(page)
-            images = [info for info in page if has_image_extension(info.key)]
-            if len(images) < len(page):
-                report.skip(NOT_AN_IMAGE_TYPE, len(page) - len(images))
-            if not images:
-                continue
-            listed_images += len(images)
-            records = [
-                ImageRecord(store.uri(info.key), info.etag, info.size, info.modified)
-                for info in images
-            ]
-            with workspace.transaction() as session:
-                known = registered_image_versions(session, [(r.uri, r.etag) for r in records])
-                # A nightly listing is mostly known, current images: nothing to write for them.
-                if len(known) < len(records) or not all(known.values()):
-                    register_images(session, records)
-            report.new += len(records) - len(known)
-        if listed_images == 0:
-            with workspace.transaction() as session:
-                known_before = has_current_images(session, store.root_uri + prefix)
-            if known_before:
-                warning = (
-                    f"the listing of {store.url} under {prefix!r} has no images although images "
-                    "were registered there before; nothing was marked deleted (check the store "
-                    "URL and the prefix)"
-                )
-                logger.warning(warning)
-                report.warnings.append(warning)
 
 
 def score_images(
@@ -206,7 +104,7 @@ def score_images(
     batch_size: int | None = None,
     on_progress: Callable[[ScoreProgress], None] | None = None,
 ) -> ScoreReport:
-    """Discover and score images under ``prefixes`` with the champion model.
+    """Discover and score images under ``prefixes`` with the champion model, in one run.
 
     Safe to run again at any time and next to other runs: every image ends with one score row
     per model version, no image is scored by two runs at once, and a run killed at any moment
@@ -234,35 +132,134 @@ def score_images(
     if mode not in SCORE_MODES:
         raise ValueError(f"unknown scoring mode {mode!r}; expected one of {', '.join(SCORE_MODES)}")
     settings = workspace.settings
-    prefixes = [validate_prefix(p) for p in (prefixes or [settings.images_prefix])]
-    batch_size = batch_size or settings.scoring.batch_size
+    chosen = [validate_prefix(p) for p in (prefixes or [settings.images_prefix])]
+
+    def champion(session: Session) -> ModelVersion:
+        found = get_champion(session)
+        if found is None:
+            raise NoChampionModel()
+        return found
+
+    return _scoring_run(
+        workspace,
+        find_model=champion,
+        mode=mode,
+        prefixes=chosen,
+        batch_size=batch_size or settings.scoring.batch_size,
+        on_progress=on_progress,
+    )
+
+
+def score_shard(
+    workspace: Workspace,
+    shard: ScoringShard,
+    *,
+    on_progress: Callable[[ScoreProgress], None] | None = None,
+) -> ScoreReport:
+    """Score the pending images of one shard of a plan, as a run of its own.
+
+    The run claims, heartbeats and releases like any scoring run, so shards of one plan on
+    several machines, and other runs, never score an image twice, and the images of a shard
+    whose process died are taken over by the next run (or a retry of the shard) once its lease
+    has run out. The model is loaded once per process, however many shards it scores.
+
+    Args:
+        workspace: opened from this process's settings; its store and database must be the
+            plan's.
+        shard: what to score (see :func:`~mlc_core.jobs.scoring_plan.plan_scoring`).
+        on_progress: called after each batch is handed to the writer.
+
+    Returns:
+        The shard run's counts (discovery's counts are the plan's, not repeated here).
+
+    Raises:
+        MlcError: this process's store or database is not the one the plan was made in.
+        StorageError: the store failed; committed batches stay.
+        DatabaseError: the database failed; committed batches stay.
+    """
+    if workspace.store.root_uri != shard.store_uri:
+        raise MlcError(
+            f"shard {shard.index} is of images in {shard.store_uri} but this process's store "
+            f"is {workspace.store.root_uri}; give every worker the MLC_STORAGE_URL of the flow"
+        )
+
+    def planned_model(session: Session) -> ModelVersion:
+        found = session.get(ModelVersion, shard.model_version_id)
+        if found is None or found.version != shard.model_version:
+            raise MlcError(
+                f"shard {shard.index} is to be scored with model {shard.model_version} (id "
+                f"{shard.model_version_id}), which the database at "
+                f"{display_url(workspace.engine)} does not have; give every worker the "
+                "MLC_DATABASE_URL of the flow"
+            )
+        return found
+
+    return _scoring_run(
+        workspace,
+        find_model=planned_model,
+        mode=shard.mode,
+        prefixes=list(shard.prefixes),
+        batch_size=shard.batch_size,
+        on_progress=on_progress,
+        shard=shard,
+    )
+
+
+def _scoring_run(
+    workspace: Workspace,
+    *,
+    find_model: Callable[[Session], ModelVersion],
+    mode: ScoreMode,
+    prefixes: list[str],
+    batch_size: int,
+    on_progress: Callable[[ScoreProgress], None] | None,
+    shard: ScoringShard | None = None,
+) -> ScoreReport:
+    """One row in ``runs``: find the model, then discover and score the prefixes' pending
+    images, or (given a ``shard``) score the shard's, which its plan discovered."""
+    settings = workspace.settings
     started = time.monotonic()
+    parameters: dict[str, Any] = {
+        "mode": mode,
+        "prefixes": prefixes,
+        "batch_size": batch_size,
+        # Where the run works, for an operator tracing a shard or a dead run to a machine.
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    if shard is not None:
+        parameters["shard"] = shard.index
+        parameters["image_ids"] = [shard.first_image_id, shard.last_image_id]
     try:
         with workspace.transaction() as session:
-            champion = get_champion(session)
-            if champion is None:
-                raise NoChampionModel()
+            champion = find_model(session)
             session.expunge(champion)
-            run = start_run(
-                session, "score", {"mode": mode, "prefixes": prefixes, "batch_size": batch_size}
-            )
+            run = start_run(session, "score", parameters)
             run.heartbeat_at = run.started_at
-            run_id, since = run.id, run.started_at
+            run_id, run_started = run.id, run.started_at
     except DBAPIError as error:
         raise database_failure(workspace.engine, error) from error
     report = ScoreReport(
-        model_version=champion.version, mode=mode, prefixes=prefixes, run_id=run_id
+        model_version=champion.version,
+        mode=mode,
+        prefixes=prefixes,
+        run_id=run_id,
+        run_ids=[run_id],
     )
+    since: datetime = run_started if shard is None else shard.since
     scope = ScoringScope(
         model_version_id=champion.id,
         mode=mode,
         uri_prefixes=tuple(workspace.store.root_uri + prefix for prefix in prefixes),
         since=since,
+        first_image_id=None if shard is None else shard.first_image_id,
+        last_image_id=None if shard is None else shard.last_image_id,
     )
     context = RunContext(workspace, scope, run_id, settings.scoring.claim_lease_seconds)
     heartbeat = Heartbeat(context)
     try:
-        _score(context, champion, report, prefixes, batch_size, on_progress)
+        discover = prefixes if shard is None else []
+        _score(context, champion, report, discover, batch_size, on_progress)
         if heartbeat.lost:
             raise context.abandoned()
     except BaseException as error:
@@ -279,7 +276,8 @@ def score_images(
     report.seconds = time.monotonic() - started
     _finish(context, report, champion.id, None)
     logger.info(
-        "scored %d images (%d failed, %d new) with %s in %.1f s",
+        "run %d scored %d images (%d failed, %d new) with %s in %.1f s",
+        run_id,
         report.scored,
         report.failed,
         report.new,
@@ -319,47 +317,23 @@ def _finish(
         logger.warning("could not record the end of run %d: %s", context.run_id, finish_error)
 
 
-def _load_predictor(workspace: Workspace, champion: ModelVersion, batch_size: int) -> Predictor:
-    """The champion's predictor, loaded and traced once per process and batch size.
-
-    A process that runs many scoring jobs (a worker serving flows in-process, the tests) would
-    otherwise read, verify and trace the same model every time. One model is kept.
-    """
-    cache_key = (champion.artifact_sha256, batch_size)
-    with _PREDICTOR_LOCK:
-        predictor = _PREDICTOR_CACHE.get(cache_key)
-        if predictor is None:
-            store = workspace.store
-            model_key = key_for_uri(store, champion.artifact_uri)
-            if model_key is None:
-                raise MlcError(
-                    f"model {champion.version} lives at {champion.artifact_uri}, outside the "
-                    f"store {store.url}; point MLC_STORAGE_URL at the store it was trained with"
-                )
-            model = deserialize_model(store.get(model_key), champion.artifact_sha256)
-            predictor = Predictor(model, batch_size=batch_size)
-            _PREDICTOR_CACHE.clear()
-            _PREDICTOR_CACHE[cache_key] = predictor
-    return predictor
-
-
 def _score(
     context: RunContext,
     champion: ModelVersion,
     report: ScoreReport,
-    prefixes: list[str],
+    discover_prefixes: list[str],
     batch_size: int,
     on_progress: Callable[[ScoreProgress], None] | None,
 ) -> None:
     workspace = context.workspace
-    discover_images(workspace, prefixes, report)
+    discover_images(workspace, discover_prefixes, report)
     with workspace.transaction() as session:
         report.dead_runs_ended.extend(end_dead_runs(session, live_after=context.live_after()))
         report.pending = count_pending_images(session, context.scope)
     if report.pending == 0:
         return
 
-    predictor = _load_predictor(workspace, champion, batch_size)
+    predictor = cached_predictor(workspace.store, champion, batch_size)
     vocabulary = LabelVocabulary(tuple(champion.classes))
     failures_by_reason: Counter[str] = Counter()
     scoring_started = time.monotonic()

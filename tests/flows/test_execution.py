@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from prefect import flow, task
-from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
@@ -128,18 +126,63 @@ def test_an_invalid_prefix_has_no_limit_name() -> None:
         score_limit_name("../images/")
 
 
-def _failed_with(error: BaseException) -> Any:
-    return Failed(data=error)
+def _attempts_of_a_task_raising(
+    error: BaseException, monkeypatch: pytest.MonkeyPatch, retries_setting: int = 3
+) -> int:
+    """Run a task with three immediate retries that always raises ``error``; its attempts."""
+    monkeypatch.setenv("MLC_ORCHESTRATION__TRANSIENT_RETRIES", str(retries_setting))
+    attempts: list[int] = []
+
+    @task(retries=3, retry_delay_seconds=0, retry_condition_fn=retry_transient_errors)
+    def failing() -> None:
+        attempts.append(1)
+        raise error
+
+    @flow
+    def run_it() -> None:
+        failing()
+
+    with pytest.raises(type(error)):
+        run_it()
+    return len(attempts)
 
 
 @pytest.mark.parametrize(
-    ("state", "retried"),
+    ("error", "attempts"),
     [
-        (_failed_with(StoreUnavailable("the bucket is unreachable")), True),
-        (_failed_with(ImageDecodeError("truncated image")), False),
-        (_failed_with(ValueError("a bug")), False),
-        (Completed(), False),
+        (StoreUnavailable("the bucket is unreachable"), 4),
+        (ImageDecodeError("truncated image"), 1),
+        (ValueError("a bug"), 1),
     ],
 )
-def test_only_errors_that_may_pass_by_themselves_are_retried(state: Any, retried: bool) -> None:
-    assert retry_transient_errors(None, None, state) is retried
+def test_only_errors_that_may_pass_by_themselves_are_retried(
+    prefect_api: PrefectServer,
+    monkeypatch: pytest.MonkeyPatch,
+    error: BaseException,
+    attempts: int,
+) -> None:
+    assert _attempts_of_a_task_raising(error, monkeypatch) == attempts
+
+
+def test_transient_retries_can_be_turned_down_for_an_interactive_run(
+    prefect_api: PrefectServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outage = StoreUnavailable("the bucket is unreachable")
+
+    assert _attempts_of_a_task_raising(outage, monkeypatch, retries_setting=1) == 2
+    assert _attempts_of_a_task_raising(outage, monkeypatch, retries_setting=0) == 1
+
+
+def test_a_task_that_succeeds_is_not_retried(prefect_api: PrefectServer) -> None:
+    calls: list[int] = []
+
+    @task(retries=3, retry_delay_seconds=0, retry_condition_fn=retry_transient_errors)
+    def fine() -> int:
+        calls.append(1)
+        return 7
+
+    @flow
+    def run_it() -> int:
+        return fine()
+
+    assert run_it() == 7 and calls == [1]

@@ -32,11 +32,32 @@ POSTGRES_URL_VARIABLE = "MLC_TEST_POSTGRES_URL"
 ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4, 2 / 3)
 
 
-@contextmanager
-def seaweedfs() -> Iterator[dict[str, str]]:
-    """Run a SeaweedFS S3 server for the block; yields the AWS_* variables that reach it.
+@dataclass
+class S3Service:
+    """A running SeaweedFS: the AWS_* variables that reach it, and its process id."""
 
-    The variables are also set in this process (and so passed to children) while it runs.
+    environment: dict[str, str]
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """The CPU time the server has used so far (user + system, all its threads)."""
+        return process_cpu_seconds(self.pid)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from ``/proc`` (Linux)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name in parentheses may hold spaces; the fields after it are fixed.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def seaweedfs() -> Iterator[S3Service]:
+    """Run a SeaweedFS S3 server for the block.
+
+    The AWS_* variables that reach it are also set in this process (and so passed to children)
+    while it runs.
     """
     from tests.fixtures.s3 import _start, _stop
 
@@ -53,7 +74,7 @@ def seaweedfs() -> Iterator[dict[str, str]]:
         os.environ.update(environment)
         try:
             server.client()  # fail here, not in the middle of a measurement
-            yield environment
+            yield S3Service(environment, process.pid)
         finally:
             for name, value in saved.items():
                 if value is None:

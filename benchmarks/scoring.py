@@ -10,6 +10,10 @@ depend on the weights). In one run it prints:
   scoring phase (after listing and model loading);
 - the same model's throughput on pre-decoded tensors at the same batch size (the ceiling), and
   the ratio;
+- the CPU time per image of the scoring process's scoring phase, of the S3 server and of the
+  model at the ceiling: other work on the machine changes the images/s of both the pipeline
+  and the ceiling, but hardly their CPU time per image, so the ratio at equal CPU says what
+  the pipeline can reach on cores of its own;
 - the images/s of a seed-style loop (sequential get, ``model.predict`` on one image, one
   INSERT per row, a commit per image) on a subset, and the ratio;
 - the peak RSS of the scoring process at the two sizes, and their ratio;
@@ -44,6 +48,7 @@ from benchmarks.common import (
     DEFAULT_DATASET,
     POSTGRES_URL_VARIABLE,
     ChildResult,
+    S3Service,
     create_bucket,
     fresh_postgres_database,
     make_photos,
@@ -126,8 +131,17 @@ def _upload(workspace: Any, photos: list[bytes], count: int) -> list[str]:
     return keys
 
 
-def _ceiling(model: ModelFile, photos: list[bytes], batch_size: int, seconds: float) -> float:
-    """Images/s of the model alone on decoded tensors, batch after batch (after warm-up)."""
+@dataclass
+class Ceiling:
+    """The model alone on decoded tensors: images/s, and CPU time per image (all threads)."""
+
+    images_per_second: float
+    cpu_ms_per_image: float
+
+
+def _ceiling(model: ModelFile, photos: list[bytes], batch_size: int, seconds: float) -> Ceiling:
+    """The model alone on decoded tensors, batch after batch (after warm-up), in the same
+    :class:`~mlc_core.model.predict.Predictor` and at the same batch size as the pipeline."""
     from mlc_core.images import decode_image
     from mlc_core.model.artifacts import deserialize_model
     from mlc_core.model.predict import Predictor
@@ -136,22 +150,24 @@ def _ceiling(model: ModelFile, photos: list[bytes], batch_size: int, seconds: fl
     batch = np.stack([decode_image(photo, model.image_size) for photo in photos[:batch_size]])
     for _ in range(3):
         predictor.predict(batch)
-    done, started = 0, time.monotonic()
+    done, started, cpu_started = 0, time.monotonic(), time.process_time()
     while time.monotonic() - started < seconds:
         predictor.predict(batch)
         done += len(batch)
-    return done / (time.monotonic() - started)
+    cpu = time.process_time() - cpu_started
+    return Ceiling(done / (time.monotonic() - started), cpu / done * 1000)
 
 
 def _decode_milliseconds(photos: list[bytes], image_size: int, count: int = 200) -> float:
-    """Single-thread decode time per photo, as the pipeline does it."""
+    """CPU time of one thread per decoded photo, as the pipeline decodes (not wall time, which
+    other work on the machine stretches)."""
     from mlc_core.images import decode_image
 
     sample = photos[:count]
-    started = time.monotonic()
+    started = time.thread_time()
     for photo in sample:
         decode_image(photo, image_size)
-    return (time.monotonic() - started) / len(sample) * 1000
+    return (time.thread_time() - started) / len(sample) * 1000
 
 
 def _read_decode_rate(workspace: Any, keys: list[str], image_size: int) -> float:
@@ -215,18 +231,47 @@ def _child_environment(settings: Any) -> dict[str, str]:
     }
 
 
+class _PhaseClock:
+    """The child's store, noting the process's CPU time when the first image is read.
+
+    The scoring phase starts then: the model file is read before it, and discovery only lists.
+    Everything else goes to the store itself.
+    """
+
+    def __init__(self, store: Any, images_prefix: str) -> None:
+        self._store = store
+        self._images_prefix = images_prefix
+        self.cpu_at_first_image: float | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def get(self, key: str) -> bytes:
+        if self.cpu_at_first_image is None and key.startswith(self._images_prefix):
+            self.cpu_at_first_image = time.process_time()
+        return self._store.get(key)
+
+
 def _child() -> None:
-    """Score with the settings from the environment; print the report and start-up time."""
+    """Score with the settings from the environment; print the report, the start-up time and
+    the CPU time of the scoring phase (all threads of this process)."""
     started = time.monotonic()
     from mlc_core.jobs.score import score_images
     from mlc_core.jobs.workspace import open_workspace
     from mlc_core.settings import load_settings
 
-    workspace = open_workspace(load_settings())
+    settings = load_settings()
+    workspace = open_workspace(settings)
+    clock = _PhaseClock(workspace.store, settings.images_prefix)
+    workspace.store = clock
     startup = time.monotonic() - started
     report = score_images(workspace)
+    phase_cpu = (
+        0.0 if clock.cpu_at_first_image is None else time.process_time() - clock.cpu_at_first_image
+    )
     workspace.close()
-    print(json.dumps({**report.as_dict(), "startup_seconds": startup}), flush=True)
+    output = {**report.as_dict(), "startup_seconds": startup, "scoring_cpu_seconds": phase_cpu}
+    print(json.dumps(output), flush=True)
 
 
 @dataclass
@@ -234,6 +279,8 @@ class SizeResult:
     images: int
     first: ChildResult
     rerun: ChildResult | None
+    # CPU time the S3 server spent during the first run, per image scored.
+    server_cpu_ms_per_image: float = 0.0
     read_decode_rate: float | None = None
     seed_rate: float | None = None
     load_average: float = 0.0
@@ -243,6 +290,7 @@ def _measure_size(
     count: int,
     photos: list[bytes],
     model: ModelFile,
+    s3: S3Service,
     server_url: str,
     batch_size: int,
     *,
@@ -263,13 +311,21 @@ def _measure_size(
             started = time.monotonic()
             keys = _upload(workspace, photos, count)
             print(f"  uploaded {count} photos in {time.monotonic() - started:.0f} s", flush=True)
+            server_cpu = s3.cpu_seconds()
             first = run_child(["child"], _child_environment(settings))
+            server_cpu = s3.cpu_seconds() - server_cpu
             load_average = os.getloadavg()[0]
             print(
                 f"  scored {first.output['scored']} in {first.output['seconds']:.1f} s", flush=True
             )
             again = run_child(["child"], _child_environment(settings)) if rerun else None
-            result = SizeResult(count, first, again, load_average=load_average)
+            result = SizeResult(
+                count,
+                first,
+                again,
+                server_cpu_ms_per_image=server_cpu / max(first.output["scored"], 1) * 1000,
+                load_average=load_average,
+            )
             if seed_images:
                 result.read_decode_rate = _read_decode_rate(
                     workspace, keys[: 4 * seed_images], model.image_size
@@ -301,17 +357,26 @@ def _rates(result: SizeResult) -> tuple[float, float]:
     return report["scored"] / report["seconds"], report["scoring_images_per_second"]
 
 
+def _phase_cpu_ms(result: SizeResult) -> float:
+    """CPU time per image of the scoring process in its scoring phase, all threads."""
+    report = result.first.output
+    return report["scoring_cpu_seconds"] / max(report["scored"] + report["failed"], 1) * 1000
+
+
 def _print_results(
     small: SizeResult,
     large: SizeResult,
-    ceilings: list[float],
+    ceilings: list[Ceiling],
     seed_images: int,
     decode_ms: float,
     batch_size: int,
     model: ModelFile,
 ) -> None:
     assert large.rerun is not None and small.seed_rate and small.read_decode_rate
-    ceiling = max(ceilings)
+    cores = os.cpu_count() or 1
+    ceiling = max(c.images_per_second for c in ceilings)
+    # The least CPU the model was seen to need: the ratio at equal CPU errs against the pipeline.
+    model_cpu_ms = min(c.cpu_ms_per_image for c in ceilings)
     seed_rate, read_decode = small.seed_rate, small.read_decode_rate
     # Stages that share the same cores: at best each image costs the CPU of both.
     shared_bound = 1 / (1 / ceiling + 1 / read_decode)
@@ -319,14 +384,14 @@ def _print_results(
     rss_ratio = large.first.max_rss_mb / small.first.max_rss_mb
     small_phase = _rates(small)[1]
     seed_ratio = small_phase / seed_rate
-    inference_core_ms = (os.cpu_count() or 1) * 1000 / ceiling
     lines = [
         "",
         f"mlc scoring benchmark: {model.backbone} at {model.image_size} px, batch {batch_size}, "
         f"{os.cpu_count()} CPU cores, {platform.python_implementation()} "
         f"{platform.python_version()}",
         f"  ceiling (model alone on decoded tensors): {ceiling:.1f} images/s "
-        f"(measured {', '.join(f'{c:.1f}' for c in ceilings)}; the highest is used)",
+        f"(measured {', '.join(f'{c.images_per_second:.1f}' for c in ceilings)}; the highest "
+        f"is used); the model needs {model_cpu_ms:.2f} core-ms per image",
     ]
     for result in (small, large):
         run_rate, phase_rate = _rates(result)
@@ -339,6 +404,15 @@ def _print_results(
             f"  (load average {result.load_average:.1f}; the model ran "
             f"{report['inference_seconds'] / report['scoring_seconds']:.0%} of the phase)"
         )
+        process_ms, server_ms = _phase_cpu_ms(result), result.server_cpu_ms_per_image
+        used_cores = report["scoring_cpu_seconds"] / report["scoring_seconds"]
+        lines.append(
+            f"    CPU per image in the scoring phase: {process_ms:.1f} core-ms in the scoring "
+            f"process (which got {used_cores:.1f} of the {cores} cores) + {server_ms:.1f} in "
+            f"SeaweedFS; with the cores to itself the pipeline could reach about "
+            f"{cores * 1000 / (process_ms + server_ms):.0f} images/s; pipeline / ceiling at "
+            f"equal CPU: {model_cpu_ms / (process_ms + server_ms):.2f}"
+        )
     lines += [
         f"  seed-style loop on {seed_images} images: {seed_rate:.1f} images/s; pipeline "
         f"({small.images} images, just before) / seed loop: {seed_ratio:.1f}  "
@@ -350,8 +424,8 @@ def _print_results(
         f"start-up ({rerun['startup_seconds']:.1f} s start-up, listed {rerun['listed']}, "
         f"scored {rerun['scored']})  {_verdict('no-op rerun seconds', rerun['seconds'])}",
         f"  reading + decoding alone (no model, {small.images} images): {read_decode:.1f} "
-        f"images/s; decoding takes {decode_ms:.1f} ms of one core per photo, inference "
-        f"{inference_core_ms:.1f} core-ms per image at the ceiling",
+        f"images/s; decoding takes {decode_ms:.1f} core-ms per photo, inference "
+        f"{model_cpu_ms:.2f} core-ms per image at the ceiling",
         f"  sharing the same cores, the best possible is about {shared_bound:.1f} images/s "
         f"(1 / (1/ceiling + 1/read-decode)); pipeline ({small.images} images) / that bound: "
         f"{small_phase / shared_bound:.2f}",
@@ -409,14 +483,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     model = _build_default_model()
     decode_ms = _decode_milliseconds(photos, model.image_size)
-    with seaweedfs():
+    with seaweedfs() as s3:
         ceilings = [_ceiling(model, photos, arguments.batch_size, seconds=10)]
-        print(f"ceiling {ceilings[0]:.1f} images/s", flush=True)
+        print(f"ceiling {ceilings[0].images_per_second:.1f} images/s", flush=True)
         print(f"{small_count} images:", flush=True)
         small = _measure_size(
             small_count,
             photos,
             model,
+            s3,
             arguments.database_url,
             arguments.batch_size,
             rerun=False,
@@ -427,6 +502,7 @@ def main(argv: list[str] | None = None) -> None:
             large_count,
             photos,
             model,
+            s3,
             arguments.database_url,
             arguments.batch_size,
             rerun=True,

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.config
+import botocore.session
+import botocore.utils
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -304,7 +306,11 @@ class S3Store:
             s3={"addressing_style": "path"},
         )
         try:
-            return boto3.session.Session().client("s3", config=config)
+            session = botocore.session.get_session()
+            session.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=_parse_timestamp
+            )
+            return boto3.session.Session(botocore_session=session).client("s3", config=config)
         except (BotoCoreError, ValueError) as error:
             # ValueError: botocore's answer to an AWS_ENDPOINT_URL that is not a URL.
             raise StoreUnavailable(
@@ -385,6 +391,30 @@ class S3Store:
 
 def _rebuild(bucket: str, prefix: str, connect_timeout: float, read_timeout: float) -> S3Store:
     return S3Store(bucket, prefix, connect_timeout=connect_timeout, read_timeout=read_timeout)
+
+
+def _parse_timestamp(value: Any) -> datetime:
+    """Parse a timestamp of a response as botocore does, quickly in the forms S3 sends.
+
+    botocore's own parser goes through dateutil: about two thirds of the CPU time of listing an
+    object (one timestamp each), and some of every GET's. S3 sends ISO 8601 in XML bodies
+    ("2024-05-01T12:00:00.000Z") and HTTP dates in headers ("Wed, 01 May 2024 12:00:00 GMT");
+    the standard library parses both. Anything else, and a date without a zone (which
+    ``parsedate_to_datetime`` would leave naive), goes to botocore's parser.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = (
+                datetime.fromisoformat(value)
+                if value.endswith("Z")
+                else parsedate_to_datetime(value)
+            )
+        except (TypeError, ValueError):
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                return parsed
+    return botocore.utils.parse_timestamp(value)
 
 
 def _error_code(error: Exception) -> str:

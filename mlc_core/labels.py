@@ -84,20 +84,58 @@ class LabelVocabulary:
         return vector
 
     def tags_from_probabilities(
-        self, probabilities: Sequence[float] | np.ndarray, thresholds: Sequence[float]
+        self,
+        probabilities: Sequence[float] | np.ndarray,
+        thresholds: Sequence[float],
+        *,
+        top_class_fallback: bool = False,
     ) -> list[tuple[str, float]]:
         """Return ``(tag, probability)`` for every class at or above its threshold.
 
-        Sorted by probability, highest first.
+        Sorted by probability, highest first. With ``top_class_fallback``, an image where no
+        class reaches its threshold gets the single most probable class instead of no tag,
+        the rule of :func:`predicted_labels`.
         """
         if len(probabilities) != len(self.classes) or len(thresholds) != len(self.classes):
             raise ValueError(
                 f"expected {len(self.classes)} probabilities and thresholds, got "
                 f"{len(probabilities)} and {len(thresholds)}"
             )
-        chosen = [
+        # Plain Python rather than predicted_labels: the scoring job calls this once per
+        # image, and building arrays for five numbers costs more than the comparisons.
+        pairs = [
             (name, float(p))
             for name, p, t in zip(self.classes, probabilities, thresholds, strict=True)
             if p >= t
         ]
-        return sorted(chosen, key=lambda pair: -pair[1])
+        if top_class_fallback and not pairs:
+            top = max(range(len(self.classes)), key=lambda column: probabilities[column])
+            pairs = [(self.classes[top], float(probabilities[top]))]
+        return sorted(pairs, key=lambda pair: -pair[1])
+
+
+def predicted_labels(
+    probabilities: np.ndarray, thresholds: Sequence[float], *, top_class_fallback: bool = False
+) -> np.ndarray:
+    """Return the boolean ``(N, C)`` matrix of classes each image is tagged with.
+
+    A class is tagged when its probability is at or above its threshold. With
+    ``top_class_fallback``, a row where no class reaches its threshold gets its most probable
+    class. That suits collections where every image carries at least one of the classes;
+    where images may show none of them, it turns every such image into a wrong tag, so it is
+    off by default.
+
+    Raises:
+        ValueError: ``probabilities`` is not 2-D or has not one column per threshold.
+    """
+    scores = np.asarray(probabilities, dtype=np.float64)
+    cutoffs = np.asarray(thresholds, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != cutoffs.shape[0]:
+        raise ValueError(
+            f"expected probabilities of shape (N, {cutoffs.shape[0]}), got {scores.shape}"
+        )
+    chosen = scores >= cutoffs
+    if top_class_fallback and scores.shape[1] > 0:
+        untagged = np.flatnonzero(~chosen.any(axis=1))
+        chosen[untagged, scores[untagged].argmax(axis=1)] = True
+    return chosen

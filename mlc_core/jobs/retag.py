@@ -149,6 +149,7 @@ def _retag(
     on_progress: Callable[[RetagProgress], None] | None,
 ) -> None:
     started = time.monotonic()
+    fallback = workspace.settings.scoring.top_class_fallback
     after_id = 0
     while True:
         with workspace.transaction() as session:
@@ -159,7 +160,9 @@ def _retag(
             before = stored_tags(session, model_version_id, [row.image_id for row in rows])
             changed: dict[int, list[tuple[str, float]]] = {}
             for row in rows:
-                tags = vocabulary.tags_from_probabilities(row.probabilities, report.thresholds)
+                tags = vocabulary.tags_from_probabilities(
+                    row.probabilities, report.thresholds, top_class_fallback=fallback
+                )
                 names = {name for name, _ in tags}
                 old = before.get(row.image_id, set())
                 if names != old:

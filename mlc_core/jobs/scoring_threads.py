@@ -171,11 +171,14 @@ class BatchWriter:
             # Read in this transaction: thresholds changed by `mlc thresholds` mid-run apply
             # from the next batch on, and `mlc retag` sees every batch committed before it.
             thresholds = current_thresholds(session, model_version_id)
+            fallback = context.workspace.settings.scoring.top_class_fallback
             scores = [
                 ScoreRecord(
                     image_id=image_id,
                     probabilities=probabilities,
-                    tags=self._vocabulary.tags_from_probabilities(probabilities, thresholds),
+                    tags=self._vocabulary.tags_from_probabilities(
+                        probabilities, thresholds, top_class_fallback=fallback
+                    ),
                 )
                 for image_id, probabilities in result.probabilities
             ]

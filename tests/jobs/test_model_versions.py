@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy import select
 
@@ -12,7 +14,14 @@ from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.score import score_images
 from mlc_core.jobs.train import train_model_version
 from mlc_core.jobs.workspace import Workspace
-from tests.jobs.conftest import labels_csv, put_synthetic_images
+from tests.jobs.conftest import (
+    TrainedSnapshot,
+    TrainedWorkspace,
+    WorkspaceFiles,
+    labels_csv,
+    put_synthetic_images,
+)
+from tests.jobs.scoring_support import register_champion
 
 
 def _import(workspace: Workspace, data: bytes) -> None:
@@ -27,10 +36,32 @@ def labelled(workspace: Workspace) -> dict[str, tuple[str, ...]]:
     return truth
 
 
+@pytest.fixture(scope="module")
+def second_version_snapshot(first_champion_snapshot: TrainedSnapshot) -> TrainedSnapshot:
+    """v1 as in ``trained``, then v2 trained with no promotion margin, once per module.
+
+    Whether v2 is promoted or not, it is judged on v1's test images, and v1 is the one to roll
+    back to.
+    """
+    with first_champion_snapshot.restored() as trained:
+        workspace = trained.workspace
+        forced = workspace.settings.training.model_copy(update={"promotion_margin": 0.0})
+        report = train_model_version(workspace, forced)
+    files = WorkspaceFiles(first_champion_snapshot.files.home, "v2")
+    return TrainedSnapshot(files, first_champion_snapshot.truth, report)
+
+
+@pytest.fixture
+def two_versions(second_version_snapshot: TrainedSnapshot) -> Iterator[TrainedWorkspace]:
+    """A fresh copy of the workspace after v1 and then v2 were trained."""
+    with second_version_snapshot.restored() as trained:
+        yield trained
+
+
 def test_a_candidate_that_does_not_beat_the_champion_stays_candidate_with_the_reason(
-    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
+    trained: TrainedWorkspace,
 ) -> None:
-    first = train_model_version(workspace, workspace.settings.training)
+    workspace, first = trained.workspace, trained.report
     strict = workspace.settings.training.model_copy(update={"promotion_margin": 1.0})
     second = train_model_version(workspace, strict)
     assert second.status == "candidate"
@@ -45,24 +76,19 @@ def test_a_candidate_that_does_not_beat_the_champion_stays_candidate_with_the_re
 
 
 def test_the_candidate_is_judged_on_the_champions_test_images_it_never_trained_on(
-    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
+    two_versions: TrainedWorkspace,
 ) -> None:
     import json
 
-    train_model_version(workspace, workspace.settings.training)
-    train_model_version(workspace, workspace.settings.training)
+    workspace = two_versions.workspace
     first = json.loads(workspace.store.get("models/v1/split.json"))
     second = json.loads(workspace.store.get("models/v2/split.json"))
     assert set(first["test"]) <= set(second["test"])
     assert not set(first["test"]) & (set(second["train"]) | set(second["validation"]))
 
 
-def test_promote_rolls_back_to_an_earlier_version(
-    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
-) -> None:
-    train_model_version(workspace, workspace.settings.training)
-    forced = workspace.settings.training.model_copy(update={"promotion_margin": 0.0})
-    train_model_version(workspace, forced)
+def test_promote_rolls_back_to_an_earlier_version(two_versions: TrainedWorkspace) -> None:
+    workspace = two_versions.workspace
     with workspace.transaction() as session:
         v1 = session.scalars(select(ModelVersion).where(ModelVersion.version == "v1")).one()
         promote_model_version(session, v1, "rollback")
@@ -74,11 +100,13 @@ def test_promote_rolls_back_to_an_earlier_version(
 
 
 def test_a_changed_class_list_gives_a_version_whose_rows_use_its_own_classes(
-    workspace: Workspace, labelled: dict[str, tuple[str, ...]]
+    trained: TrainedWorkspace,
 ) -> None:
-    train_model_version(workspace, workspace.settings.training)
+    workspace = trained.workspace
     score_images(workspace)
-    without_rings = {key: tuple(t for t in tags if t != "ring") for key, tags in labelled.items()}
+    without_rings = {
+        key: tuple(t for t in tags if t != "ring") for key, tags in trained.truth.items()
+    }
     _import(workspace, labels_csv(without_rings))
     second = train_model_version(workspace, workspace.settings.training)
     assert "ring" not in second.classes
@@ -101,7 +129,10 @@ def test_a_changed_class_list_gives_a_version_whose_rows_use_its_own_classes(
 def test_a_tampered_model_file_is_refused(
     workspace: Workspace, labelled: dict[str, tuple[str, ...]]
 ) -> None:
-    train_model_version(workspace, workspace.settings.training)
+    # Scoring checks the file it loads whatever made it, so an untrained champion registered as
+    # training registers one will do. A trained snapshot would not: its v1 lives at the same
+    # URI in every test, and scoring keeps the model it loaded last in memory.
+    register_champion(workspace)
     original = workspace.store.get("models/v1/model.keras")
     workspace.store.put("models/v1/model.keras", original[:-10] + b"0123456789")
     with pytest.raises(ModelIntegrityError, match="checksum"):

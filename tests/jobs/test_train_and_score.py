@@ -7,18 +7,10 @@ from sqlalchemy import text
 
 from mlc_core.db.queries import find_images_with_tags, get_champion, list_model_versions
 from mlc_core.errors import NoChampionModel, TrainingDataError
-from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.score import score_images
 from mlc_core.jobs.train import train_model_version
 from mlc_core.jobs.workspace import Workspace
-from tests.jobs.conftest import labels_csv, put_synthetic_images
-
-
-def _label_and_train(workspace: Workspace, count: int = 48):
-    truth = put_synthetic_images(workspace, count)
-    with workspace.transaction() as session:
-        import_labels(session, workspace.store, labels_csv(truth), source="test")
-    return truth, train_model_version(workspace, workspace.settings.training)
+from tests.jobs.conftest import TrainedWorkspace
 
 
 def test_scoring_before_any_model_exists_says_train_first(workspace: Workspace) -> None:
@@ -34,8 +26,10 @@ def test_training_without_labels_stops_before_writing_anything(workspace: Worksp
     assert list(workspace.store.iter_objects("models/")) == []
 
 
-def test_first_model_becomes_champion_and_its_files_are_in_the_store(workspace: Workspace) -> None:
-    _, report = _label_and_train(workspace)
+def test_first_model_becomes_champion_and_its_files_are_in_the_store(
+    trained: TrainedWorkspace,
+) -> None:
+    workspace, report = trained.workspace, trained.report
     assert report.version == "v1" and report.status == "champion"
     assert report.classes == ["circle", "cross", "ring", "square", "triangle"]
     assert len(report.thresholds) == 5
@@ -44,9 +38,9 @@ def test_first_model_becomes_champion_and_its_files_are_in_the_store(workspace: 
 
 
 def test_score_writes_probabilities_and_tags_then_a_rerun_scores_nothing(
-    workspace: Workspace,
+    trained: TrainedWorkspace,
 ) -> None:
-    truth, _ = _label_and_train(workspace)
+    workspace, truth = trained.workspace, trained.truth
     first = score_images(workspace)
     assert (first.scored, first.failed, first.new) == (len(truth), 0, len(truth))
     again = score_images(workspace)
@@ -66,8 +60,8 @@ def test_score_writes_probabilities_and_tags_then_a_rerun_scores_nothing(
     assert all(some_tag in image.tags for image in found)
 
 
-def test_a_corrupt_image_is_recorded_and_the_rest_are_scored(workspace: Workspace) -> None:
-    truth, _ = _label_and_train(workspace)
+def test_a_corrupt_image_is_recorded_and_the_rest_are_scored(trained: TrainedWorkspace) -> None:
+    workspace, truth = trained.workspace, trained.truth
     workspace.store.put("images/broken.jpg", b"<html>502 Bad Gateway</html>")
     workspace.store.put("images/notes.txt", b"not an image type")
     report = score_images(workspace)
@@ -79,8 +73,8 @@ def test_a_corrupt_image_is_recorded_and_the_rest_are_scored(workspace: Workspac
     assert "HTML" in failures[0][1]
 
 
-def test_a_changed_image_is_scored_again_as_a_new_version(workspace: Workspace) -> None:
-    truth, _ = _label_and_train(workspace)
+def test_a_changed_image_is_scored_again_as_a_new_version(trained: TrainedWorkspace) -> None:
+    workspace, truth = trained.workspace, trained.truth
     score_images(workspace)
     key = sorted(truth)[0]
     workspace.store.put(key, workspace.store.get(sorted(truth)[1]))

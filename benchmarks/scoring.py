@@ -99,7 +99,7 @@ def _settings(database_url: str, storage_url: str, home: Path, batch_size: int) 
 
 
 def _register_champion(workspace: Any, model: ModelFile) -> None:
-    from mlc_core.db.queries import create_model_version, promote_model_version
+    from mlc_core.db.model_versions import create_model_version, promote_model_version
 
     key = "models/v1/model.keras"
     workspace.store.put(key, model.data)

@@ -117,7 +117,7 @@ def _progress_bar(label: str, describe: Callable[[str, Any], str]) -> Iterator[N
 
 def _model_version(session: Any, version: str) -> Any:
     """Return the row of model ``version``, or fail with a sentence naming it."""
-    from mlc_core.db.queries import get_model_version
+    from mlc_core.db.model_versions import get_model_version
 
     record = get_model_version(session, version)
     if record is None:
@@ -238,7 +238,7 @@ def score(
 ) -> None:
     """Score images in the store with the champion model and write probabilities and tags."""
     from flows.score import score_flow
-    from mlc_core.db.queries import get_champion
+    from mlc_core.db.model_versions import get_champion
     from mlc_core.db.work import SCORE_MODES
 
     if mode not in SCORE_MODES:
@@ -291,7 +291,7 @@ def retag(
 ) -> None:
     """Recompute stored tag sets from stored probabilities with the current thresholds."""
     from flows.retag import retag_flow
-    from mlc_core.db.queries import get_champion
+    from mlc_core.db.model_versions import get_champion
     from mlc_core.errors import NoChampionModel
 
     workspace = _workspace()
@@ -365,7 +365,7 @@ def tags(
 @app.command()
 def models() -> None:
     """List model versions with their test metrics and status."""
-    from mlc_core.db.queries import list_model_versions
+    from mlc_core.db.model_versions import list_model_versions
 
     workspace = _workspace()
     try:
@@ -401,7 +401,7 @@ def models() -> None:
 @app.command()
 def promote(version: Annotated[str, typer.Argument(help="the version to make champion")]) -> None:
     """Make VERSION the champion (also the way to roll back)."""
-    from mlc_core.db.queries import promote_model_version
+    from mlc_core.db.model_versions import promote_model_version
 
     workspace = _workspace()
     try:
@@ -420,7 +420,7 @@ def thresholds(
     value: Annotated[float | None, typer.Argument(min=0.0, max=1.0, help="new threshold")] = None,
 ) -> None:
     """Show a version's per-class thresholds, or override one class's threshold."""
-    from mlc_core.db.queries import override_threshold
+    from mlc_core.db.model_versions import override_threshold
 
     if (class_name is None) != (value is None):
         raise MlcError("give both CLASS and VALUE to override a threshold, or neither to show them")

@@ -25,28 +25,29 @@ from mlc_core.db.migrate import (
     schema_revision,
     upgrade_schema,
 )
+from mlc_core.db.model_versions import (
+    create_model_version,
+    get_champion,
+    get_model_version,
+    list_model_versions,
+    next_version_name,
+    promote_model_version,
+    set_decision,
+)
 from mlc_core.db.models import Base, Image, ImageTag, Label, ModelVersion, Run, Score
 from mlc_core.db.queries import (
     ImageRecord,
     LabelRecord,
     ScoreRecord,
     TaggedImage,
-    create_model_version,
     find_images_with_tags,
-    finish_run,
-    get_champion,
-    get_model_version,
     labels_by_image,
-    list_model_versions,
-    next_version_name,
-    promote_model_version,
     record_failures,
     register_images,
-    set_decision,
-    start_run,
     upsert_labels,
     write_scores,
 )
+from mlc_core.db.runs import finish_run, start_run
 
 __all__ = [
     "Base",

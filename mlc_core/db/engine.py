@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
 from mlc_core.errors import DatabaseError, DatabaseUnavailable
 
@@ -130,3 +130,16 @@ def _short_reason(error: DBAPIError) -> str:
     first_line = message.splitlines()[0] if message else "unknown error"
     reason = first_line.rsplit(": ", 1)[-1].strip()
     return reason[:1].lower() + reason[1:] if reason else first_line
+
+
+def database_failure(engine: Engine, error: DBAPIError) -> DatabaseError:
+    """Turn a driver error met mid-run into one sentence a user can act on."""
+    message = str(error.orig or error).strip()
+    reason = message.splitlines()[0] if message else type(error).__name__
+    where = display_url(engine)
+    if isinstance(error, OperationalError | InterfaceError):
+        return DatabaseUnavailable(
+            f"lost the database at {where} ({reason}); every committed batch is kept, so "
+            "rerun once it is reachable again"
+        )
+    return DatabaseError(f"the database at {where} refused a statement: {reason}")

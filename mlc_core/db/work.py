@@ -21,10 +21,10 @@ a run started later still redoes everything, as asked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import (
     ColumnElement,
@@ -37,19 +37,13 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from mlc_core.db.engine import display_url
-from mlc_core.db.models import Image, ImageTag, ModelVersion, Run, Score, ScoreClaim, utc_now
-from mlc_core.db.queries import _insert_ignoring_conflicts
-from mlc_core.errors import DatabaseError, DatabaseUnavailable
+from mlc_core.db.models import Image, Run, Score, ScoreClaim, utc_now
+from mlc_core.db.statements import chunks, insert_ignoring_conflicts
 
 ScoreMode = Literal["new", "stale", "all", "failed"]
 SCORE_MODES: tuple[ScoreMode, ...] = ("new", "stale", "all", "failed")
-# Bound parameters per IN list, far below SQLite's and PostgreSQL's limits.
-_CHUNK_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -91,22 +85,8 @@ class ClaimedBatch:
     dead_runs_ended: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class StoredScore:
-    """One row of ``scores`` as re-tagging reads it."""
-
-    score_id: int
-    image_id: int
-    probabilities: list[float]
-
-
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK_SIZE) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _in_prefixes(uri_prefixes: Sequence[str]) -> ColumnElement[bool]:
@@ -295,7 +275,7 @@ def claim_images(
     now = utc_now()
     inserted = set(
         session.scalars(
-            _insert_ignoring_conflicts(
+            insert_ignoring_conflicts(
                 session, ScoreClaim, ["image_id", "model_version_id"]
             ).returning(ScoreClaim.image_id),
             [
@@ -351,7 +331,7 @@ def release_claims(
     session: Session, *, run_id: int, model_version_id: int, image_ids: Sequence[int]
 ) -> None:
     """Drop ``run_id``'s claims on these images (their results are written in this transaction)."""
-    for chunk in _chunks(list(image_ids)):
+    for chunk in chunks(list(image_ids)):
         session.execute(
             delete(ScoreClaim).where(
                 ScoreClaim.run_id == run_id,
@@ -433,30 +413,6 @@ def end_runs(session: Session, run_ids: Sequence[int], *, live_after: datetime) 
     return sorted(ended)
 
 
-def current_thresholds(session: Session, model_version_id: int) -> list[float]:
-    """The model version's thresholds as they are now (they may change while a run works)."""
-    thresholds = session.scalar(
-        select(ModelVersion.thresholds).where(ModelVersion.id == model_version_id)
-    )
-    return [float(value) for value in thresholds or []]
-
-
-def delete_scores(session: Session, *, model_version_id: int, image_ids: Sequence[int]) -> None:
-    """Remove one model version's scores and tags of these images (before re-scoring them)."""
-    if not image_ids:
-        return
-    session.execute(
-        delete(ImageTag).where(
-            ImageTag.model_version_id == model_version_id, ImageTag.image_id.in_(image_ids)
-        )
-    )
-    session.execute(
-        delete(Score).where(
-            Score.model_version_id == model_version_id, Score.image_id.in_(image_ids)
-        )
-    )
-
-
 def registered_image_versions(
     session: Session, versions: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], bool]:
@@ -470,7 +426,7 @@ def registered_image_versions(
     uris = sorted({uri for uri, _ in versions})
     wanted = set(versions)
     found: dict[tuple[str, str], bool] = {}
-    for chunk in _chunks(uris):
+    for chunk in chunks(uris):
         rows = session.execute(
             select(Image.uri, Image.etag, Image.superseded_at).where(Image.uri.in_(chunk))
         )
@@ -487,78 +443,3 @@ def has_current_images(session: Session, uri_prefix: str) -> bool:
             select(exists().where(Image.superseded_at.is_(None), _in_prefixes([uri_prefix])))
         )
     )
-
-
-def stored_scores(
-    session: Session, model_version_id: int, *, after_id: int, limit: int
-) -> list[StoredScore]:
-    """The next ``limit`` score rows of a model version with ids above ``after_id``."""
-    rows = session.execute(
-        select(Score.id, Score.image_id, Score.probabilities)
-        .where(Score.model_version_id == model_version_id, Score.id > after_id)
-        .order_by(Score.id)
-        .limit(limit)
-    )
-    return [
-        StoredScore(score_id, image_id, [float(p) for p in probabilities])
-        for score_id, image_id, probabilities in rows
-    ]
-
-
-def stored_tags(
-    session: Session, model_version_id: int, image_ids: Sequence[int]
-) -> dict[int, set[str]]:
-    """The stored tag sets of these images under one model version (absent: no tags)."""
-    tags: dict[int, set[str]] = {}
-    for chunk in _chunks(list(image_ids)):
-        for image_id, tag in session.execute(
-            select(ImageTag.image_id, ImageTag.tag).where(
-                ImageTag.model_version_id == model_version_id, ImageTag.image_id.in_(chunk)
-            )
-        ):
-            tags.setdefault(image_id, set()).add(tag)
-    return tags
-
-
-def replace_tags(
-    session: Session,
-    model_version_id: int,
-    tags_by_image: Mapping[int, Sequence[tuple[str, float]]],
-) -> None:
-    """Make each image's tag set under the model version exactly the given one, in bulk."""
-    if not tags_by_image:
-        return
-    for chunk in _chunks(list(tags_by_image)):
-        session.execute(
-            delete(ImageTag).where(
-                ImageTag.model_version_id == model_version_id, ImageTag.image_id.in_(chunk)
-            )
-        )
-    rows = [
-        {
-            "image_id": image_id,
-            "model_version_id": model_version_id,
-            "tag": tag,
-            "probability": float(probability),
-        }
-        for image_id, tags in tags_by_image.items()
-        for tag, probability in tags
-    ]
-    if rows:
-        session.execute(
-            _insert_ignoring_conflicts(session, ImageTag, ["image_id", "model_version_id", "tag"]),
-            rows,
-        )
-
-
-def database_failure(engine: Engine, error: DBAPIError) -> DatabaseError:
-    """Turn a driver error met mid-run into one sentence a user can act on."""
-    message = str(error.orig or error).strip()
-    reason = message.splitlines()[0] if message else type(error).__name__
-    where = display_url(engine)
-    if isinstance(error, OperationalError | InterfaceError):
-        return DatabaseUnavailable(
-            f"lost the database at {where} ({reason}); every committed batch is kept, so "
-            "rerun once it is reachable again"
-        )
-    return DatabaseError(f"the database at {where} refused a statement: {reason}")

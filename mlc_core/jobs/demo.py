@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mlc_core.db.queries import get_champion
+from mlc_core.db.model_versions import get_champion
 from mlc_core.db.results import scores_for_uris
 from mlc_core.jobs.demo_data import make_synthetic_images
 from mlc_core.jobs.workspace import Workspace

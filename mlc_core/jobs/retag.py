@@ -16,9 +16,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from mlc_core.db.model_versions import get_champion, get_model_version
 from mlc_core.db.models import ModelVersion, Run, Score
-from mlc_core.db.queries import finish_run, get_champion, get_model_version, start_run
-from mlc_core.db.work import replace_tags, stored_scores, stored_tags
+from mlc_core.db.runs import finish_run, start_run
+from mlc_core.db.tag_sets import replace_tags, stored_scores, stored_tags
 from mlc_core.errors import MlcError, ModelError, NoChampionModel
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from mlc_core.db.queries import get_champion
+from mlc_core.db.model_versions import get_champion
 from mlc_core.db.retrain_queries import count_labelled_images, last_training_started_at
 from mlc_core.jobs.workspace import Workspace
 

@@ -38,15 +38,15 @@ import numpy as np
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from mlc_core.db.engine import display_url
+from mlc_core.db.engine import database_failure, display_url
+from mlc_core.db.model_versions import get_champion
 from mlc_core.db.models import ModelVersion, Run
-from mlc_core.db.queries import finish_run, get_champion, start_run
+from mlc_core.db.runs import finish_run, start_run
 from mlc_core.db.work import (
     SCORE_MODES,
     ScoreMode,
     ScoringScope,
     count_pending_images,
-    database_failure,
     end_dead_runs,
     release_run_claims,
 )

@@ -22,13 +22,14 @@ from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError
 
+from mlc_core.db.engine import database_failure
+from mlc_core.db.model_versions import get_champion
 from mlc_core.db.models import utc_now
-from mlc_core.db.queries import ImageRecord, get_champion, register_images
+from mlc_core.db.queries import ImageRecord, register_images
 from mlc_core.db.work import (
     SCORE_MODES,
     ScoreMode,
     ScoringScope,
-    database_failure,
     has_current_images,
     pending_image_ranges,
     registered_image_versions,

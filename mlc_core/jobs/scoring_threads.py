@@ -28,11 +28,10 @@ import numpy as np
 
 from mlc_core.db.models import utc_now
 from mlc_core.db.queries import ScoreRecord, record_failures, write_scores
+from mlc_core.db.tag_sets import current_thresholds, delete_scores
 from mlc_core.db.work import (
     ScoringScope,
     claim_images,
-    current_thresholds,
-    delete_scores,
     end_dead_runs,
     images_held_by_other_runs,
     record_heartbeat,

@@ -27,17 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from mlc_core.db.models import ModelVersion, Run
-from mlc_core.db.queries import (
+from mlc_core.db.model_versions import (
     create_model_version,
-    finish_run,
     get_champion,
-    labels_by_image,
     next_version_name,
     promote_model_version,
     set_decision,
-    start_run,
 )
+from mlc_core.db.models import ModelVersion, Run
+from mlc_core.db.queries import labels_by_image
+from mlc_core.db.runs import finish_run, start_run
 from mlc_core.errors import MlcError, ObjectNotFound, TrainingDataError
 from mlc_core.jobs.store_paths import model_paths
 from mlc_core.jobs.workspace import Workspace

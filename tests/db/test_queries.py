@@ -7,28 +7,29 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mlc_core.db.model_versions import (
+    create_model_version,
+    get_champion,
+    get_model_version,
+    list_model_versions,
+    next_version_name,
+    promote_model_version,
+    set_decision,
+)
 from mlc_core.db.models import Image, ImageTag, ModelVersion, Run, Score
 from mlc_core.db.queries import (
     ImageRecord,
     LabelRecord,
     ScoreRecord,
     TaggedImage,
-    create_model_version,
     find_images_with_tags,
-    finish_run,
-    get_champion,
-    get_model_version,
     labels_by_image,
-    list_model_versions,
-    next_version_name,
-    promote_model_version,
     record_failures,
     register_images,
-    set_decision,
-    start_run,
     upsert_labels,
     write_scores,
 )
+from mlc_core.db.runs import finish_run, start_run
 
 CLASSES = ["beach", "dog", "sky"]
 

@@ -4,12 +4,11 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from mlc_core.db.model_versions import create_model_version, promote_model_version
 from mlc_core.db.models import ModelVersion
 from mlc_core.db.queries import (
     ImageRecord,
     ScoreRecord,
-    create_model_version,
-    promote_model_version,
     record_failures,
     register_images,
     write_scores,

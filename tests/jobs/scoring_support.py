@@ -24,8 +24,8 @@ from sqlalchemy import func, select, text
 
 from mlc_core.db.engine import create_db_engine
 from mlc_core.db.migrate import upgrade_schema
+from mlc_core.db.model_versions import create_model_version, promote_model_version
 from mlc_core.db.models import Image, ModelVersion, Score
-from mlc_core.db.queries import create_model_version, promote_model_version
 from mlc_core.jobs.workspace import Workspace, open_workspace
 from mlc_core.settings import load_settings
 

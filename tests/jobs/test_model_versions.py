@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
+from mlc_core.db.model_versions import get_champion, promote_model_version
 from mlc_core.db.models import ModelVersion, Score
-from mlc_core.db.queries import get_champion, promote_model_version
 from mlc_core.errors import ModelIntegrityError, TrainingDataError, UnknownBackbone
 from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.score import score_images

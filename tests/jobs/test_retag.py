@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_core.db.queries import get_model_version, override_threshold
+from mlc_core.db.model_versions import get_model_version, override_threshold
 from mlc_core.errors import ModelError, NoChampionModel
 from mlc_core.jobs.retag import retag_images
 from mlc_core.jobs.score import score_images

@@ -14,7 +14,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from mlc_core.db.models import Image, ScoreClaim, utc_now
-from mlc_core.db.queries import ScoreRecord, start_run, write_scores
+from mlc_core.db.queries import ScoreRecord, write_scores
+from mlc_core.db.runs import start_run
 from mlc_core.db.work import ScoringScope, claim_images, record_heartbeat, release_claims
 from mlc_core.jobs.score import ScoreReport, discover_images, score_images
 from mlc_core.jobs.workspace import Workspace

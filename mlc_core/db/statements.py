@@ -1,0 +1,53 @@
+"""Statement helpers shared by the query modules: bounded IN lists, insert-or-ignore, and
+objects carried over from an earlier session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mlc_core.db.models import Base
+from mlc_core.errors import DatabaseError
+
+# Bound parameters per IN list: far below SQLite's (32766) and PostgreSQL's (65535) limits.
+CHUNK_SIZE = 1000
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=Base)
+
+
+def chunks(items: Sequence[_T], size: int = CHUNK_SIZE) -> Iterator[Sequence[_T]]:
+    """``items`` in consecutive slices of at most ``size`` (one IN list each)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def dialect_insert(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT with the dialect's ON CONFLICT support for the session's database."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model)
+    if dialect == "sqlite":
+        return sqlite.insert(model)
+    raise DatabaseError(f"mlc supports SQLite and PostgreSQL databases, not {dialect}")
+
+
+def insert_ignoring_conflicts(
+    session: Session, model: type[Base], conflict_columns: Sequence[str]
+) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that skips rows colliding with ``conflict_columns``' unique constraint."""
+    return dialect_insert(session, model).on_conflict_do_nothing(index_elements=conflict_columns)
+
+
+def in_session(session: Session, instance: _M) -> _M:
+    """The copy of ``instance`` that ``session`` tracks.
+
+    Callers often hold an object from an earlier, committed transaction (a run started in one
+    session and finished in another); merge gives the copy this session tracks.
+    """
+    if instance in session:
+        return instance
+    return session.merge(instance)

@@ -237,21 +237,26 @@ def score(
     batch_size: Annotated[int | None, typer.Option(min=1, max=4096)] = None,
 ) -> None:
     """Score images in the store with the champion model and write probabilities and tags."""
-    from flows.score import score_flow
     from mlc_core.db.model_versions import get_champion
     from mlc_core.db.work import SCORE_MODES
+    from mlc_core.errors import NoChampionModel
+    from mlc_core.storage import validate_prefix
 
     if mode not in SCORE_MODES:
         raise MlcError(f"unknown mode {mode!r}; expected one of {', '.join(SCORE_MODES)}")
+    for one_prefix in prefix or []:
+        validate_prefix(one_prefix)
     workspace = _workspace()
     try:
         with workspace.transaction() as session:
             if get_champion(session) is None:
-                from mlc_core.errors import NoChampionModel
-
                 raise NoChampionModel()
     finally:
         workspace.close()
+    # Imported once the cheap checks passed: it loads TensorFlow and Prefect, which takes
+    # seconds a user waiting for "train first" should not spend.
+    from flows.score import score_flow
+
     with _progress_bar("scoring", _describe_scoring):
         report = _run_flow(score_flow, prefixes=prefix, mode=mode, batch_size=batch_size)
     _print_scoring(report)

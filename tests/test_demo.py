@@ -79,3 +79,12 @@ def test_a_bad_setting_names_the_variable(
     result = _run(["score"], isolated_mlc_environment, tmp_path)
     assert result.returncode != 0
     assert "MLC_STORAGE_URL='s3://'" in result.stderr
+
+
+def test_a_prefix_escaping_the_store_is_refused_before_anything_runs(
+    isolated_mlc_environment: Path, tmp_path: Path
+) -> None:
+    result = _run(["score", "--prefix", "../etc/"], isolated_mlc_environment, tmp_path)
+    assert result.returncode != 0
+    assert "'..' segment" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
 
 from flows.progress import progress_sink
 from flows.score import score_flow
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.settings import Settings, load_settings
+from tests.fixtures.postgres import fresh_database
 from tests.fixtures.prefect import PrefectServer
 from tests.jobs.scoring_support import (
     migrate,
@@ -111,16 +109,8 @@ def test_shards_in_the_flow_process_report_progress_batch_by_batch(
 @pytest.fixture
 def second_postgres_url(postgres_server_url: URL) -> Iterator[str]:
     """Another fresh PostgreSQL database (``postgres_url`` gives one per test)."""
-    name = f"mlc_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield postgres_server_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_database(postgres_server_url) as url:
+        yield url
 
 
 WRITTEN_ROWS = {

@@ -29,6 +29,15 @@ class MlcError(Exception):
     """Base class of every error mlc raises on purpose."""
 
 
+def describe_error(error: BaseException) -> str:
+    """One line about ``error`` for a person: the sentence of an mlc error as it is; any other
+    error with its type, which is what gives it meaning ("KeyError: 'x'")."""
+    text = str(error)
+    if isinstance(error, MlcError) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 class SettingsError(MlcError):
     """An ``MLC_`` setting has a value mlc cannot use."""
 

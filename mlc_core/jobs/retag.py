@@ -20,7 +20,7 @@ from mlc_core.db.model_versions import get_champion, get_model_version
 from mlc_core.db.models import ModelVersion, Run, Score
 from mlc_core.db.runs import finish_run, start_run
 from mlc_core.db.tag_sets import replace_tags, stored_scores, stored_tags
-from mlc_core.errors import MlcError, ModelError, NoChampionModel
+from mlc_core.errors import ModelError, NoChampionModel, describe_error
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
 
@@ -193,8 +193,6 @@ def _finish(
             session.get_one(Run, report.run_id),
             status="failed" if error else "succeeded",
             counts=report.as_dict(),
-            error=None
-            if error is None
-            else (str(error) if isinstance(error, MlcError) else repr(error)),
+            error=None if error is None else describe_error(error),
             model_version_id=model_version_id,
         )

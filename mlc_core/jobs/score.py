@@ -50,7 +50,7 @@ from mlc_core.db.work import (
     end_dead_runs,
     release_run_claims,
 )
-from mlc_core.errors import MlcError, NoChampionModel
+from mlc_core.errors import MlcError, NoChampionModel, describe_error
 from mlc_core.jobs.predictors import cached_predictor
 from mlc_core.jobs.scoring_plan import (
     NOT_AN_IMAGE_TYPE,
@@ -302,9 +302,7 @@ def _finish(
                 session.get_one(Run, context.run_id),
                 status="failed" if error else "succeeded",
                 counts=report.as_dict(),
-                error=None
-                if error is None
-                else (str(error) if isinstance(error, MlcError) else repr(error)),
+                error=None if error is None else describe_error(error),
                 model_version_id=model_version_id,
             )
     except Exception as finish_error:

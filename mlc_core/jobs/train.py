@@ -37,7 +37,7 @@ from mlc_core.db.model_versions import (
 from mlc_core.db.models import ModelVersion, Run
 from mlc_core.db.queries import labels_by_image
 from mlc_core.db.runs import finish_run, start_run
-from mlc_core.errors import MlcError, ObjectNotFound, TrainingDataError
+from mlc_core.errors import ObjectNotFound, TrainingDataError, describe_error
 from mlc_core.jobs.store_paths import model_paths
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
@@ -268,7 +268,7 @@ def train_model_version(
     except BaseException as error:
         with workspace.transaction() as session:
             run = session.get_one(Run, run_id)
-            finish_run(session, run, status="failed", counts={}, error=_describe(error))
+            finish_run(session, run, status="failed", counts={}, error=describe_error(error))
         raise
     with workspace.transaction() as session:
         run = session.get_one(Run, run_id)
@@ -284,10 +284,6 @@ def train_model_version(
             },
         )
     return report
-
-
-def _describe(error: BaseException) -> str:
-    return str(error) if isinstance(error, MlcError) else f"{type(error).__name__}: {error}"
 
 
 def _train(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from mlc_core.errors import MlcError
+from mlc_core.errors import describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +55,6 @@ def _default_decode(data: bytes, size: int) -> np.ndarray:
     from mlc_core.images import decode_image
 
     return decode_image(data, size)
-
-
-def _failure_reason(error: Exception) -> str:
-    # mlc's own errors are already sentences for people; anything else needs its type to
-    # mean something ("KeyError: 'x'").
-    if isinstance(error, MlcError) and str(error):
-        return str(error)
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def decode_labeled_images(
@@ -112,7 +104,7 @@ def decode_labeled_images(
             succeeded[index] = True
         except Exception as error:
             with failures_lock:
-                failures[key] = _failure_reason(error)
+                failures[key] = describe_error(error)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlc-decode") as pool:
         # Draining the iterator waits for every load (and re-raises e.g. KeyboardInterrupt).

@@ -251,3 +251,27 @@ def test_many_runs_claiming_and_finishing_batches_at_once_never_hold_an_image_to
     every_claim = sorted(image_id for held in claimed.values() for image_id in held)
     assert len(every_claim) == len(set(every_claim)), "an image was held by two runs"
     assert query(workspace, "select count(*) from scores") == [(len(every_claim),)]
+
+
+def test_a_claim_that_takes_over_a_silent_runs_images_ends_that_run_first(
+    workspace: Workspace,
+) -> None:
+    """A run only slow, not dead, must learn at once that its images went to another run, or
+    it would score them too."""
+    champion = register_champion(workspace)
+    put_tiny_images(workspace, 4)
+    _register(workspace)
+    silent_id, held = _claim_for_a_new_run(workspace, champion.id, timedelta(minutes=10), 4)
+    with workspace.transaction() as session:
+        run = start_run(session, "score", {})
+        run.heartbeat_at = utc_now()
+        session.flush()
+        scope = ScoringScope(champion.id, "new", (workspace.store.root_uri,), run.started_at)
+        batch = claim_images(
+            session, scope, run_id=run.id, after_id=0, limit=4, live_after=utc_now() - LEASE
+        )
+
+    assert [image_id for image_id, _ in batch.images] == held
+    assert batch.dead_runs_ended == [silent_id]
+    with workspace.transaction() as session:
+        assert record_heartbeat(session, silent_id) is False

@@ -11,9 +11,9 @@ Three deployments, each named after its flow:
 
 Schedules are read in ``MLC_ORCHESTRATION__TIMEZONE``. Overlap rules: a nightly run that is
 still going when the next is due makes the new one cancel itself (``CANCEL_NEW``); retrains
-queue behind each other (``ENQUEUE``, and the ``mlc-retrain`` slot for retrains started as
-subflows); scoring runs hold one slot per prefix (``flows.execution.scoring_slots``), so two
-runs over the same prefix never overlap while different prefixes run side by side.
+queue behind each other (``ENQUEUE``, and the training lock however a training started);
+scoring runs hold one lock per prefix (``mlc_core.jobs.locks``), so two runs over the same
+prefix never overlap while different prefixes run side by side.
 
 ``infra/prefect.yaml`` declares the same deployments for a work pool; a test keeps the two in
 step. Flow modules are imported only when the deployments are built, so ``mlc serve`` can say

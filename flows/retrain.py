@@ -15,7 +15,6 @@ from prefect import flow, get_run_logger
 
 from flows.artifacts import publish_retrain_report
 from flows.common import opened_workspace
-from flows.execution import training_slot
 from flows.labels import import_labels_flow
 from flows.parameters import TrainingOverrides
 from flows.score import score_flow
@@ -45,19 +44,18 @@ def retrain_flow(
     overrides = (training or TrainingOverrides()).train_flow_parameters()
 
     labels: dict[str, Any] | None = None
-    with training_slot():
-        if import_labels:
-            with opened_workspace() as workspace:
-                present = workspace.store.exists(settings.labels_key)
-            if present:
-                labels = import_labels_flow(store_key=settings.labels_key)
-            else:
-                logger.info(
-                    "no labels manifest at %s in the store; training on the labels already "
-                    "imported",
-                    settings.labels_key,
-                )
-        report = train_flow(**overrides)
+    if import_labels:
+        with opened_workspace() as workspace:
+            present = workspace.store.exists(settings.labels_key)
+        if present:
+            labels = import_labels_flow(store_key=settings.labels_key)
+        else:
+            logger.info(
+                "no labels manifest at %s in the store; training on the labels already imported",
+                settings.labels_key,
+            )
+    # The training holds the training lock itself, however it was started.
+    report = train_flow(**overrides)
     publish_retrain_report(report, labels=labels)
 
     rescore: dict[str, Any] | None = None

@@ -24,10 +24,10 @@ from flows.common import opened_workspace
 from flows.execution import (
     TRANSIENT_RETRY_DELAYS,
     retry_transient_errors,
-    scoring_slots,
     task_runner_from_settings,
 )
 from flows.progress import ProgressRelay
+from mlc_core.jobs.locks import holding_locks, scoring_lock_names
 from mlc_core.jobs.score import (
     ScoreProgress,
     ScoringPlan,
@@ -166,7 +166,15 @@ def score_flow(
 
     # One run per prefix at a time, however it was started (schedule, UI, CLI, nightly), held
     # until the last shard has finished wherever it ran.
-    with scoring_slots(chosen):
+    with (
+        opened_workspace() as workspace,
+        holding_locks(
+            workspace,
+            scoring_lock_names(workspace, chosen),
+            purpose="a scoring run (mlc-score)",
+            on_wait=logger.info,
+        ),
+    ):
         plan = plan_task(chosen, mode, batch_size)
         logger.info(
             "%d images to score with %s in %d shard(s) on the %s task runner",

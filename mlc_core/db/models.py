@@ -10,6 +10,9 @@ Design notes (why the tables look like this):
   (they and ``scoring_failures`` are created by the migrations; see ``mlc_core.db``).
 - Unique constraints on ``scores(image_id, model_version_id)`` and the primary key of
   ``image_tags`` make a repeated write a no-op: reruns are idempotent.
+- Jobs that must not overlap (a scoring run over one prefix, a training) hold a row of
+  ``run_locks`` while they work and refresh its heartbeat; a lock whose heartbeat is older than
+  the lease belongs to a dead process and is taken over, so no crash blocks later runs.
 - A scoring run claims the images it is about to score (``score_claims``) in the transaction
   that picks them, and keeps ``runs.heartbeat_at`` fresh while it works; concurrent runs skip
   claimed images, and a run whose heartbeat is older than the lease is dead, so its claims can
@@ -207,3 +210,21 @@ class ScoreClaim(Base):
     )
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class RunLock(Base):
+    """A named lock a job holds while it works, alive while its heartbeat is fresh.
+
+    ``holder`` is a random id of one holding; a lock whose ``heartbeat_at`` is older than the
+    lease belongs to a process that died or hung, and the next job to ask takes it over (and
+    ends ``run_id``, the run it guarded, if that is still marked running).
+    """
+
+    __tablename__ = "run_locks"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,11 +1,13 @@
-"""Statement helpers shared by the query modules: bounded IN lists, insert-or-ignore, and
-objects carried over from an earlier session."""
+"""Statement helpers shared by the query modules: bounded IN lists, insert-or-ignore, objects
+carried over from an earlier session, and the database's clock."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import TypeVar
 
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -51,3 +53,17 @@ def in_session(session: Session, instance: _M) -> _M:
     if instance in session:
         return instance
     return session.merge(instance)
+
+
+def database_now(session: Session) -> datetime:
+    """The database's clock, for heartbeats and leases that several machines compare.
+
+    Every client compares its runs' heartbeats against the same clock, so a worker whose own
+    clock runs ahead cannot declare live runs dead. SQLite lives on one machine, whose clock
+    every client shares.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        now = session.scalar(select(func.statement_timestamp()))
+        if now is not None:
+            return now.astimezone(UTC)
+    return datetime.now(UTC)

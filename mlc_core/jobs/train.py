@@ -38,6 +38,7 @@ from mlc_core.db.models import ModelVersion, Run
 from mlc_core.db.queries import labels_by_image
 from mlc_core.db.runs import finish_run, start_run
 from mlc_core.errors import ObjectNotFound, TrainingDataError, describe_error
+from mlc_core.jobs.locks import TRAINING_LOCK, holding_locks
 from mlc_core.jobs.store_paths import model_paths
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
@@ -261,15 +262,23 @@ def train_model_version(
     Raises:
         TrainingDataError: too few labelled images or classes; nothing is written.
     """
-    with workspace.transaction() as session:
-        run_id = start_run(session, "train", {"settings": settings.model_dump()}).id
-    try:
-        report = _train(workspace, settings, on_epoch_end)
-    except BaseException as error:
+    # One training at a time, however it was started: two would race for the next version.
+    with holding_locks(workspace, [TRAINING_LOCK], purpose="a training (mlc train)") as held:
         with workspace.transaction() as session:
-            run = session.get_one(Run, run_id)
-            finish_run(session, run, status="failed", counts={}, error=describe_error(error))
-        raise
+            run_id = start_run(session, "train", {"settings": settings.model_dump()}).id
+            held.attach_run(session, run_id)
+        try:
+            report = _train(workspace, settings, on_epoch_end)
+        except BaseException as error:
+            with workspace.transaction() as session:
+                run = session.get_one(Run, run_id)
+                finish_run(session, run, status="failed", counts={}, error=describe_error(error))
+            raise
+        _finish_training(workspace, run_id, report)
+    return report
+
+
+def _finish_training(workspace: Workspace, run_id: int, report: TrainingReport) -> None:
     with workspace.transaction() as session:
         run = session.get_one(Run, run_id)
         finish_run(
@@ -283,7 +292,6 @@ def train_model_version(
                 **{f"{name}_images": size for name, size in report.split_sizes.items()},
             },
         )
-    return report
 
 
 def _train(

@@ -1,8 +1,7 @@
-"""Where tasks run, which runs may overlap, and which failures are retried."""
+"""Where tasks run and which failures are retried (overlapping runs: tests/jobs/test_locks.py)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -10,14 +9,8 @@ from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
-from flows.execution import (
-    retry_transient_errors,
-    score_limit_name,
-    scoring_slots,
-    task_runner_from_settings,
-    training_slot,
-)
-from mlc_core.errors import ImageDecodeError, InvalidKey, StoreUnavailable
+from flows.execution import retry_transient_errors, task_runner_from_settings
+from mlc_core.errors import ImageDecodeError, StoreUnavailable
 from mlc_core.settings import load_settings
 from tests.fixtures.prefect import PrefectServer
 
@@ -72,58 +65,6 @@ def test_tasks_submitted_through_the_dask_runner_run_on_the_cluster_workers(
 
     assert [shard for shard, _ in results] == [0, 1, 2, 3]
     assert all(address.startswith("inproc://") for _, address in results)
-
-
-def test_scoring_runs_over_the_same_prefix_do_not_overlap(prefect_api: PrefectServer) -> None:
-    prefix = f"test-{uuid.uuid4().hex[:8]}/"
-
-    @flow
-    def two_runs() -> None:
-        with scoring_slots([prefix]), scoring_slots([prefix], timeout_seconds=2):
-            pass
-
-    state = two_runs(return_state=True)
-
-    assert state.is_failed()
-    with pytest.raises(TimeoutError):
-        state.result()
-
-
-def test_scoring_runs_over_different_prefixes_run_side_by_side(
-    prefect_api: PrefectServer,
-) -> None:
-    base = f"test-{uuid.uuid4().hex[:8]}"
-
-    @flow
-    def two_runs() -> str:
-        with scoring_slots([f"{base}/a/"]), scoring_slots([f"{base}/b/"], timeout_seconds=10):
-            return "both"
-
-    assert two_runs() == "both"
-
-
-def test_a_retrain_waits_for_the_one_running(prefect_api: PrefectServer) -> None:
-    @flow
-    def two_retrains() -> None:
-        with training_slot(), training_slot(timeout_seconds=2):
-            pass
-
-    state = two_retrains(return_state=True)
-
-    with pytest.raises(TimeoutError):
-        state.result()
-
-
-def test_limit_names_are_valid_for_prefect_and_distinct_for_distinct_prefixes() -> None:
-    names = {score_limit_name(prefix) for prefix in ("images/", "images", "a b/ü/", "")}
-
-    assert len(names) == 4
-    assert all("/" not in name and "%" not in name for name in names)
-
-
-def test_an_invalid_prefix_has_no_limit_name() -> None:
-    with pytest.raises(InvalidKey):
-        score_limit_name("../images/")
 
 
 def _attempts_of_a_task_raising(

@@ -3,7 +3,7 @@
 Run it with ``python -m benchmarks.quality [--data DIR] [--epochs N] [--backbone NAME]
 [--image-size PX] [--seed S]``. It is a script, not a test: a full run trains for minutes.
 
-What it does, through the same functions ``mlc train`` uses (``mlc_core.jobs.train``, whose
+What it does, through the same functions ``mlc train`` uses (``mlc_core.jobs.training``, whose
 build-train-calibrate-evaluate steps are :func:`mlc_core.model.training.fit_and_calibrate`):
 
 1. Reads ``labels.csv`` (``filename,tags`` with ``|``-joined tags) and decodes every image in

@@ -256,7 +256,7 @@ def _child() -> None:
     """Score with the settings from the environment; print the report, the start-up time and
     the CPU time of the scoring phase (all threads of this process)."""
     started = time.monotonic()
-    from mlc_core.jobs.score import score_images
+    from mlc_core.jobs.scoring import score_images
     from mlc_core.jobs.workspace import open_workspace
     from mlc_core.settings import load_settings
 

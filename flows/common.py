@@ -1,4 +1,4 @@
-"""What every flow does first: read the settings and open the workspace."""
+"""What every flow and command does first: read the settings and open the workspace."""
 
 from __future__ import annotations
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 
 from flows.common import opened_workspace
 from flows.labels import import_labels_flow
 from flows.score import score_flow
 from flows.train import train_flow
-from mlc_core.jobs.demo import DEMO_LABELS_KEY, evaluate_holdout, prepare_demo_data
+from mlc_core.jobs.demo import DEMO_LABELS_KEY, DemoOutcome, evaluate_holdout, prepare_demo_data
 
 
 @flow(name="mlc-demo")
-def demo_flow(images: int = 320, epochs: int = 15, image_size: int = 64) -> dict[str, Any]:
+def demo_flow(images: int = 320, epochs: int = 15, image_size: int = 64) -> DemoOutcome:
     """Make a synthetic data set, import labels, train, score, and measure on the hold-out."""
     logger = get_run_logger()
     with opened_workspace() as workspace:
@@ -37,15 +35,6 @@ def demo_flow(images: int = 320, epochs: int = 15, image_size: int = 64) -> dict
         evaluation.model_version,
         evaluation.metrics.get("mean_average_precision"),
     )
-    return {
-        "prefix": data.prefix,
-        "labels": labels,
-        "training": training,
-        "scoring": scoring,
-        "holdout": {
-            "model_version": evaluation.model_version,
-            "images": evaluation.images,
-            "metrics": evaluation.metrics,
-            "examples": evaluation.examples,
-        },
-    }
+    return DemoOutcome(
+        prefix=data.prefix, labels=labels, training=training, scoring=scoring, holdout=evaluation
+    )

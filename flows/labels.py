@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.common import opened_workspace
-from mlc_core.jobs.labels_import import import_labels
+from mlc_core.jobs.labels_import import LabelImportReport, import_labels
 
 
 @flow(name="mlc-import-labels")
 def import_labels_flow(
     path: str | None = None, store_key: str | None = None, key_prefix: str = ""
-) -> dict[str, Any]:
+) -> LabelImportReport:
     """Import labels from a local CSV ``path`` or a CSV at ``store_key`` in the object store."""
     logger = get_run_logger()
     with opened_workspace() as workspace:
@@ -34,11 +33,4 @@ def import_labels_flow(
         report.rows,
         len(report.problems),
     )
-    return {
-        "rows": report.rows,
-        "imported_images": report.imported_images,
-        "positive_labels": report.positive_labels,
-        "negative_labels": report.negative_labels,
-        "problems": [str(problem) for problem in report.problems],
-        "problem_counts": report.problem_counts,
-    }
+    return report

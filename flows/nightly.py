@@ -9,8 +9,6 @@ model on the first night it has labels, and scores its images right after.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger, task
 
 from flows.artifacts import publish_nightly_report
@@ -19,7 +17,15 @@ from flows.execution import TRANSIENT_RETRY_DELAYS, retry_transient_errors
 from flows.labels import import_labels_flow
 from flows.retrain import retrain_flow
 from flows.score import score_flow
-from mlc_core.jobs.schedule import RetrainPolicy, current_champion_version, decide_retrain
+from mlc_core.jobs.schedule import (
+    NightlyOutcome,
+    RetrainDecision,
+    RetrainOutcome,
+    RetrainPolicy,
+    current_champion_version,
+    decide_retrain,
+)
+from mlc_core.jobs.scoring.reports import ScoreReport
 from mlc_core.settings import load_settings
 
 
@@ -41,13 +47,10 @@ def champion_version() -> str | None:
     retry_delay_seconds=TRANSIENT_RETRY_DELAYS,
     retry_condition_fn=retry_transient_errors,
 )
-def decide(policy: RetrainPolicy, min_new_labelled_images: int) -> dict[str, Any]:
+def decide(policy: RetrainPolicy, min_new_labelled_images: int) -> RetrainDecision:
     """Whether to retrain now, with the reason and the counts behind it."""
     with opened_workspace() as workspace:
-        decision = decide_retrain(
-            workspace, policy, min_new_labelled_images=min_new_labelled_images
-        )
-    return decision.as_dict()
+        return decide_retrain(workspace, policy, min_new_labelled_images=min_new_labelled_images)
 
 
 @flow(name="mlc-nightly")
@@ -55,7 +58,7 @@ def nightly_flow(
     prefixes: list[str] | None = None,
     retrain: RetrainPolicy = "auto",
     min_new_labelled_images: int | None = None,
-) -> dict[str, Any]:
+) -> NightlyOutcome:
     """Score new images with the champion, then retrain if its rule says so.
 
     Args:
@@ -72,33 +75,32 @@ def nightly_flow(
         if min_new_labelled_images is None
         else min_new_labelled_images
     )
-
-    scoring: dict[str, Any] | None = None
+    scoring: ScoreReport | None = None
     skipped_scoring: str | None = None
     if champion_version() is None:
         skipped_scoring = "there is no champion model yet to score with"
         logger.warning("not scoring: %s", skipped_scoring)
     else:
         scoring = score_flow(prefixes=prefixes, mode="new")
-
-    labels_imported = False
-    if retrain != "never":
-        with opened_workspace() as workspace:
-            present = workspace.store.exists(settings.labels_key)
-        if present:
-            # Imported before deciding, so labels that arrived today count.
-            import_labels_flow(store_key=settings.labels_key)
-            labels_imported = True
+    # Imported before deciding, so labels that arrived today count.
+    labels_imported = retrain != "never" and _import_manifest(settings.labels_key)
     decision = decide(retrain, threshold)
-    logger.info(
-        "%s: %s", "retraining" if decision["retrain"] else "not retraining", decision["reason"]
-    )
-
-    retrained: dict[str, Any] | None = None
-    if decision["retrain"]:
+    logger.info("%s: %s", "retraining" if decision.retrain else "not retraining", decision.reason)
+    retrained: RetrainOutcome | None = None
+    if decision.retrain:
         retrained = retrain_flow(import_labels=not labels_imported)
-        if scoring is None and retrained["training"]["status"] == "champion":
+        if scoring is None and retrained.training.status == "champion":
             skipped_scoring = None
             scoring = score_flow(prefixes=prefixes, mode="new")
-    publish_nightly_report(scoring, decision, retrained, skipped_scoring=skipped_scoring)
-    return {"scoring": scoring, "decision": decision, "retrain": retrained}
+    outcome = NightlyOutcome(scoring, decision, retrained, skipped_scoring=skipped_scoring)
+    publish_nightly_report(outcome)
+    return outcome
+
+
+def _import_manifest(labels_key: str) -> bool:
+    """Import the labels manifest if the store has one; returns whether it did."""
+    with opened_workspace() as workspace:
+        present = workspace.store.exists(labels_key)
+    if present:
+        import_labels_flow(store_key=labels_key)
+    return present

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 
 from flows.common import opened_workspace
 from flows.progress import ProgressRelay
-from mlc_core.jobs.retag import DEFAULT_BATCH_SIZE, retag_images
+from mlc_core.jobs.retag import DEFAULT_BATCH_SIZE, RetagReport, retag_images
 
 
 @flow(name="mlc-retag")
-def retag_flow(version: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, Any]:
+def retag_flow(version: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> RetagReport:
     """Make a model version's stored tag sets match its current thresholds; no inference.
 
     Args:
@@ -41,4 +39,4 @@ def retag_flow(version: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE)
         report.tags_removed,
         report.seconds,
     )
-    return report.as_dict()
+    return report

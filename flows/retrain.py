@@ -9,8 +9,6 @@ champion's tags.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 
 from flows.artifacts import publish_retrain_report
@@ -19,6 +17,9 @@ from flows.labels import import_labels_flow
 from flows.parameters import TrainingOverrides
 from flows.score import score_flow
 from flows.train import train_flow
+from mlc_core.jobs.labels_import import LabelImportReport
+from mlc_core.jobs.schedule import RetrainOutcome
+from mlc_core.jobs.scoring.reports import ScoreReport
 from mlc_core.settings import load_settings
 
 
@@ -27,7 +28,7 @@ def retrain_flow(
     import_labels: bool = True,
     training: TrainingOverrides | None = None,
     rescore_after_promotion: bool | None = None,
-) -> dict[str, Any]:
+) -> RetrainOutcome:
     """Retrain the model from the stored labels and promote it if it beats the champion.
 
     Args:
@@ -41,27 +42,26 @@ def retrain_flow(
     settings = load_settings()
     if rescore_after_promotion is None:
         rescore_after_promotion = settings.orchestration.rescore_after_promotion
-    overrides = (training or TrainingOverrides()).train_flow_parameters()
-
-    labels: dict[str, Any] | None = None
-    if import_labels:
-        with opened_workspace() as workspace:
-            present = workspace.store.exists(settings.labels_key)
-        if present:
-            labels = import_labels_flow(store_key=settings.labels_key)
-        else:
-            logger.info(
-                "no labels manifest at %s in the store; training on the labels already imported",
-                settings.labels_key,
-            )
+    labels = _import_manifest(settings.labels_key) if import_labels else None
     # The training holds the training lock itself, however it was started.
-    report = train_flow(**overrides)
+    report = train_flow(**(training or TrainingOverrides()).train_flow_parameters())
     publish_retrain_report(report, labels=labels)
-
-    rescore: dict[str, Any] | None = None
-    if report["status"] == "champion" and rescore_after_promotion:
+    rescore: ScoreReport | None = None
+    if report.status == "champion" and rescore_after_promotion:
         logger.info(
-            "%s is the new champion; rescoring images scored by older models", report["version"]
+            "%s is the new champion; rescoring images scored by older models", report.version
         )
         rescore = score_flow(mode="stale")
-    return {"labels": labels, "training": report, "rescore": rescore}
+    return RetrainOutcome(labels=labels, training=report, rescore=rescore)
+
+
+def _import_manifest(labels_key: str) -> LabelImportReport | None:
+    with opened_workspace() as workspace:
+        present = workspace.store.exists(labels_key)
+    if present:
+        return import_labels_flow(store_key=labels_key)
+    get_run_logger().info(
+        "no labels manifest at %s in the store; training on the labels already imported",
+        labels_key,
+    )
+    return None

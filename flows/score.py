@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -28,8 +28,9 @@ from flows.execution import (
 )
 from flows.progress import ProgressRelay
 from mlc_core.jobs.locks import holding_locks, scoring_lock_names
-from mlc_core.jobs.score import (
+from mlc_core.jobs.scoring import (
     ScoreProgress,
+    ScoreReport,
     ScoringPlan,
     ScoringShard,
     ShardTally,
@@ -80,7 +81,7 @@ def plan_task(prefixes: list[str], mode: ScoreModeParameter, batch_size: int | N
     retry_condition_fn=retry_transient_errors,
     cache_policy=NO_CACHE,
 )
-def shard_task(shard: ScoringShard) -> dict[str, Any]:
+def shard_task(shard: ScoringShard) -> ScoreReport:
     """Score one shard where the task runner put it; returns the shard run's counts."""
     with opened_workspace() as workspace:
         report = score_shard(workspace, shard, on_progress=_batch_progress_of(shard))
@@ -94,7 +95,7 @@ def shard_task(shard: ScoringShard) -> dict[str, Any]:
         report.seconds,
         report.run_id,
     )
-    return report.as_dict()
+    return report
 
 
 def _run_shards(
@@ -132,7 +133,7 @@ def score_flow(
     prefixes: list[str] | None = None,
     mode: ScoreModeParameter = "new",
     batch_size: int | None = None,
-) -> dict[str, Any]:
+) -> ScoreReport:
     """Score images under ``prefixes`` (default: the images prefix) with the champion.
 
     Args:
@@ -143,27 +144,9 @@ def score_flow(
     """
     logger = get_run_logger()
     settings = load_settings()
-    relay = ProgressRelay(
-        "score",
-        lambda p: logger.info(
-            "scored %d/%d images (%d failed), %.1f images/s",
-            p.done,
-            p.total,
-            p.failed,
-            p.images_per_second,
-        ),
-    )
     chosen = prefixes or [settings.images_prefix]
     artifact = ScoreProgressArtifact(f"scoring {', '.join(chosen)} ({mode})")
-
-    # Shard threads and the flow's own thread both report.
-    reporting = threading.Lock()
-
-    def on_progress(event: ScoreProgress) -> None:
-        with reporting:
-            relay(event)
-            artifact(event)
-
+    on_progress = _progress_reporter(artifact)
     # One run per prefix at a time, however it was started (schedule, UI, CLI, nightly), held
     # until the last shard has finished wherever it ran.
     with (
@@ -196,7 +179,37 @@ def score_flow(
         )
         raise failures[0]
     artifact.finish()
-    publish_score_summary(report.as_dict())
+    publish_score_summary(report)
+    _log_summary(report)
+    return report
+
+
+def _progress_reporter(artifact: ScoreProgressArtifact) -> Callable[[ScoreProgress], None]:
+    """Progress to the log, the caller's progress bar and the artifact, from any thread."""
+    logger = get_run_logger()
+    relay = ProgressRelay(
+        "score",
+        lambda p: logger.info(
+            "scored %d/%d images (%d failed), %.1f images/s",
+            p.done,
+            p.total,
+            p.failed,
+            p.images_per_second,
+        ),
+    )
+    # Shard threads and the flow's own thread both report.
+    reporting = threading.Lock()
+
+    def on_progress(event: ScoreProgress) -> None:
+        with reporting:
+            relay(event)
+            artifact(event)
+
+    return on_progress
+
+
+def _log_summary(report: ScoreReport) -> None:
+    logger = get_run_logger()
     for warning in report.warnings:
         logger.warning("%s", warning)
     if report.dead_runs_ended:
@@ -217,4 +230,3 @@ def score_flow(
         len(report.run_ids),
         report.images_per_second,
     )
-    return report.as_dict()

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 
 from flows.common import opened_workspace
 from flows.progress import ProgressRelay
-from mlc_core.jobs.train import train_model_version
+from mlc_core.jobs.training.report import TrainingReport
+from mlc_core.jobs.training.train import train_model_version
 
 
 @flow(name="mlc-train")
 def train_flow(
     epochs: int | None = None, backbone: str | None = None, image_size: int | None = None
-) -> dict[str, Any]:
+) -> TrainingReport:
     """Train, evaluate and register a new model version.
 
     Args:
@@ -37,11 +36,11 @@ def train_flow(
         relay = ProgressRelay(
             "epoch",
             lambda e: logger.info(
-                "epoch %d/%d: loss %.4f, validation mAP %.4f",
+                "epoch %d/%d: loss %.4f, validation mAP %s",
                 e.epoch,
                 e.epochs,
                 e.loss,
-                e.validation_map,
+                "-" if e.validation_map is None else f"{e.validation_map:.4f}",
             ),
             interval=0,
         )
@@ -53,4 +52,4 @@ def train_flow(
         report.decision,
         report.metrics.get("mean_average_precision"),
     )
-    return report.as_dict()
+    return report

@@ -19,7 +19,8 @@ it as it is, without a traceback.
     └── ModelError               a model cannot be built, found or trusted
         ├── UnknownBackbone      a backbone name that is not in the registry
         ├── ModelIntegrityError  a model file whose checksum does not match its card
-        └── NoChampionModel      scoring was asked for before any model was trained
+        ├── NoChampionModel      scoring was asked for before any model was trained
+        └── UnknownModelVersion  a model version name that does not exist
 """
 
 from __future__ import annotations
@@ -117,3 +118,17 @@ class NoChampionModel(ModelError):
 
     def __init__(self) -> None:
         super().__init__("there is no champion model yet; train one first with `mlc train`")
+
+
+class UnknownModelVersion(ModelError):
+    """A model version that does not exist."""
+
+    def __init__(self, version: str, known: list[str]) -> None:
+        self.version = version
+        self.known = known
+        if known:
+            listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+            there = f"`mlc models` lists the versions there are ({listed})"
+        else:
+            there = "`mlc models` lists them, and none has been trained yet"
+        super().__init__(f"there is no model version {version!r}; {there}")

@@ -143,18 +143,7 @@ def decode_image(
         image = _IMAGE_CLASSES[kind](io.BytesIO(data))
         _check_dimensions(*image.size, max_pixels=max_pixels, min_side=min_side)
         label = f"{image.size[0]}x{image.size[1]} {kind.upper()}"
-        if kind == "jpeg":
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while the result still covers the
-            # target size: a 24-megapixel photo then costs about as much as a thumbnail.
-            image.draft("RGB", (size, size))
-        image.load()
-        upright = _apply_exif_orientation(image)
-        rgb = _to_rgb(upright)
-        # Squash to the square, never crop: a tag's subject near an edge (a boat at the side of
-        # a harbour) stays in view. Training sees the same squashed geometry, so the model
-        # learns it rather than meeting it for the first time in production.
-        square = rgb.resize((size, size), _RESAMPLE, reducing_gap=_REDUCING_GAP)
-        return np.array(square, dtype=np.uint8)
+        return _to_model_input(image, kind, size)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as error:
@@ -171,6 +160,21 @@ def decode_image(
         raise ImageDecodeError(
             f"truncated or corrupt {kind.upper()}: {_exception_text(error)}"
         ) from error
+
+
+def _to_model_input(image: ImageFile.ImageFile, kind: str, size: int) -> np.ndarray:
+    """Decode an opened image into the upright, RGB, ``size`` x ``size`` uint8 array."""
+    if kind == "jpeg":
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while the result still covers the
+        # target size: a 24-megapixel photo then costs about as much as a thumbnail.
+        image.draft("RGB", (size, size))
+    image.load()
+    rgb = _to_rgb(_apply_exif_orientation(image))
+    # Squash to the square, never crop: a tag's subject near an edge (a boat at the side of
+    # a harbour) stays in view. Training sees the same squashed geometry, so the model learns
+    # it rather than meeting it for the first time in production.
+    square = rgb.resize((size, size), _RESAMPLE, reducing_gap=_REDUCING_GAP)
+    return np.array(square, dtype=np.uint8)
 
 
 def _check_dimensions(width: int, height: int, *, max_pixels: int, min_side: int) -> None:

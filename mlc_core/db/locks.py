@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from mlc_core.db._statements import database_now, insert_ignoring_conflicts
 from mlc_core.db.models import Run, RunLock
-from mlc_core.db.statements import database_now, insert_ignoring_conflicts
 
 
 @dataclass(frozen=True)
@@ -75,25 +75,10 @@ def try_acquire_locks(
     """
     wanted = sorted(set(names))
     now = database_now(session)
-    stale_before = now - lease
-    # The staleness is checked in the statement that removes the lock, so a holder that beat
-    # a moment ago keeps it.
-    removed = list(
-        session.scalars(
-            delete(RunLock)
-            .where(RunLock.name.in_(wanted), RunLock.heartbeat_at < stale_before)
-            .returning(RunLock)
-        )
-    )
-    dead_runs = [lock.run_id for lock in removed if lock.run_id is not None]
-    if dead_runs:
-        _end_abandoned_runs(session, dead_runs, stale_before)
-    taken_over = [_holder_of(lock) for lock in removed]
-    blocking = list(
-        session.scalars(select(RunLock).where(RunLock.name.in_(wanted), RunLock.holder != holder))
-    )
+    taken_over = _remove_dead_locks(session, wanted, now - lease)
+    blocking = _other_holders(session, wanted, holder)
     if blocking:
-        return LockAttempt([_holder_of(lock) for lock in blocking], taken_over)
+        return LockAttempt(blocking, taken_over)
     inserted = set(
         session.scalars(
             insert_ignoring_conflicts(session, RunLock, ["name"]).returning(RunLock.name),
@@ -110,22 +95,41 @@ def try_acquire_locks(
             ],
         ).all()
     )
-    held = set(
+    if len(inserted) < len(wanted):
+        # Another job took some of them between the look and the insert: give back what this
+        # call took, so two jobs asking for overlapping sets cannot hold half each.
+        session.execute(
+            delete(RunLock).where(RunLock.name.in_(sorted(inserted)), RunLock.holder == holder)
+        )
+    return LockAttempt(_other_holders(session, wanted, holder), taken_over)
+
+
+def _remove_dead_locks(
+    session: Session, names: list[str], stale_before: datetime
+) -> list[LockHolder]:
+    """Remove the locks silent since before ``stale_before`` and end the runs they guarded."""
+    # The staleness is checked in the statement that removes the lock, so a holder that beat
+    # a moment ago keeps it.
+    removed = list(
         session.scalars(
-            select(RunLock.name).where(RunLock.name.in_(wanted), RunLock.holder == holder)
+            delete(RunLock)
+            .where(RunLock.name.in_(names), RunLock.heartbeat_at < stale_before)
+            .returning(RunLock)
         )
     )
-    if held == set(wanted):
-        return LockAttempt([], taken_over)
-    # Another job took some of them between the look and the insert: give back what this
-    # call took, so two jobs asking for overlapping sets cannot hold half each.
-    session.execute(
-        delete(RunLock).where(RunLock.name.in_(sorted(inserted)), RunLock.holder == holder)
-    )
-    blocking = list(
-        session.scalars(select(RunLock).where(RunLock.name.in_(wanted), RunLock.holder != holder))
-    )
-    return LockAttempt([_holder_of(lock) for lock in blocking], taken_over)
+    dead_runs = [lock.run_id for lock in removed if lock.run_id is not None]
+    if dead_runs:
+        _end_abandoned_runs(session, dead_runs, stale_before)
+    return [_holder_of(lock) for lock in removed]
+
+
+def _other_holders(session: Session, names: list[str], holder: str) -> list[LockHolder]:
+    return [
+        _holder_of(lock)
+        for lock in session.scalars(
+            select(RunLock).where(RunLock.name.in_(names), RunLock.holder != holder)
+        )
+    ]
 
 
 def attach_run(session: Session, *, holder: str, run_id: int) -> None:

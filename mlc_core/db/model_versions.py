@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mlc_core.db._statements import in_session
 from mlc_core.db.models import ModelVersion, utc_now
-from mlc_core.db.statements import in_session
+from mlc_core.errors import NoChampionModel, UnknownModelVersion
 
 _VERSION_NAME = re.compile(r"v(\d+)")
 
@@ -80,6 +81,30 @@ def get_model_version(session: Session, version: str) -> ModelVersion | None:
     return session.scalars(
         select(ModelVersion).where(ModelVersion.version == version)
     ).one_or_none()
+
+
+def require_champion(session: Session) -> ModelVersion:
+    """The champion.
+
+    Raises:
+        NoChampionModel: no version has been promoted yet.
+    """
+    champion = get_champion(session)
+    if champion is None:
+        raise NoChampionModel()
+    return champion
+
+
+def require_model_version(session: Session, version: str) -> ModelVersion:
+    """The model version named ``version``.
+
+    Raises:
+        UnknownModelVersion: there is no such version.
+    """
+    found = get_model_version(session, version)
+    if found is None:
+        raise UnknownModelVersion(version, [v.version for v in list_model_versions(session)])
+    return found
 
 
 def list_model_versions(session: Session) -> list[ModelVersion]:

@@ -1,16 +1,24 @@
-"""Job runs: one row per train, score or retag run, with its status, counts and error.
+"""Job runs: one row per train, score, retag or labels import, with its status, counts, error,
+and, while it works, its heartbeat.
+
+A running scoring run refreshes ``heartbeat_at``; one silent for longer than the lease is
+dead (``kill -9``, a lost machine), and whoever finds it ends it, which drops the images it
+had claimed.
 
 Functions take a session and never commit; the caller owns the transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from mlc_core.db.models import RUN_KINDS, RUN_STATUSES, Run, utc_now
-from mlc_core.db.statements import in_session
+from mlc_core.db._statements import in_session
+from mlc_core.db.models import RUN_KINDS, RUN_STATUSES, Run, ScoreClaim, utc_now
 
 
 def start_run(session: Session, kind: str, parameters: dict[str, Any]) -> Run:
@@ -61,3 +69,81 @@ def finish_run(
     if model_version_id is not None:
         run.model_version_id = model_version_id
     session.flush()
+
+
+def record_heartbeat(session: Session, run_id: int) -> bool:
+    """Tell other runs that ``run_id`` is alive.
+
+    Returns:
+        False when the run is no longer ``running`` (another run found it silent for longer
+        than the lease and ended it): it must stop, as its claims may have been taken over.
+    """
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running")
+        .values(heartbeat_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def end_dead_runs(session: Session, *, live_after: datetime) -> list[int]:
+    """Mark scoring runs silent since before ``live_after`` as failed and drop their claims.
+
+    Such a run was killed (``kill -9``, a lost machine) or hung; its claims would otherwise
+    hold its images until the end of time.
+
+    Returns:
+        The ids of the runs ended.
+    """
+    dead = list(
+        session.scalars(
+            select(Run.id).where(
+                Run.kind == "score",
+                Run.status == "running",
+                func.coalesce(Run.heartbeat_at, Run.started_at) < live_after,
+            )
+        )
+    )
+    return end_runs(session, dead, live_after=live_after)
+
+
+def end_runs(session: Session, run_ids: Sequence[int], *, live_after: datetime) -> list[int]:
+    """Mark these runs failed, if still running, for silence since before ``live_after``, and
+    drop their claims.
+
+    Returns:
+        The ids of the runs this call ended (a run already ended is left as it was).
+    """
+    if not run_ids:
+        return []
+    ended = list(
+        session.scalars(
+            update(Run)
+            .where(Run.id.in_(list(run_ids)), Run.status == "running")
+            .values(
+                status="failed",
+                finished_at=utc_now(),
+                error=(
+                    "the run stopped without finishing (no heartbeat since before "
+                    f"{live_after.isoformat(timespec='seconds')}); a later run took over its "
+                    "images"
+                ),
+            )
+            .returning(Run.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    session.execute(delete(ScoreClaim).where(ScoreClaim.run_id.in_(list(run_ids))))
+    return sorted(ended)
+
+
+def last_training_started_at(session: Session) -> datetime | None:
+    """When the most recent successful training run started, or ``None`` if none succeeded.
+
+    A training run reads the labels as they are when it starts, so labels changed after this
+    moment are the ones no model version has seen.
+    """
+    return session.scalar(
+        select(func.max(Run.started_at)).where(Run.kind == "train", Run.status == "succeeded")
+    )

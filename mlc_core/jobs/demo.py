@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from mlc_core.db.model_versions import get_champion
-from mlc_core.db.results import scores_for_uris
+from mlc_core.db.model_versions import require_champion
+from mlc_core.db.scores import scores_for_uris
 from mlc_core.jobs.demo_data import make_synthetic_images
+from mlc_core.jobs.labels_import import LabelImportReport
+from mlc_core.jobs.scoring.reports import ScoreReport
+from mlc_core.jobs.training.report import TrainingReport
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
 from mlc_core.model.metrics import evaluate_predictions
@@ -38,12 +41,35 @@ class DemoData:
     written: int
 
 
+@dataclass(frozen=True)
+class DemoExample:
+    """One hold-out image: its truth beside what the champion said."""
+
+    key: str
+    true_tags: list[str]
+    tags: dict[str, float]
+    probabilities: dict[str, float]
+
+
 @dataclass
 class DemoEvaluation:
+    """How the champion did on the hold-out images it never saw a label of."""
+
     model_version: str
     images: int
     metrics: dict[str, Any]
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[DemoExample] = field(default_factory=list)
+
+
+@dataclass
+class DemoOutcome:
+    """What the demo did, step by step."""
+
+    prefix: str
+    labels: LabelImportReport
+    training: TrainingReport
+    scoring: ScoreReport
+    holdout: DemoEvaluation
 
 
 def prepare_demo_data(
@@ -86,10 +112,8 @@ def evaluate_holdout(
     """Per-class average precision of the champion's stored scores on the hold-out images."""
     store = workspace.store
     with workspace.transaction() as session:
-        champion = get_champion(session)
-        if champion is None:
-            raise RuntimeError("the demo found no champion model after training")
-        stored = scores_for_uris(session, champion, [store.uri(key) for key in holdout_truth])
+        champion = require_champion(session)
+        stored = scores_for_uris(session, champion.id, [store.uri(key) for key in holdout_truth])
         vocabulary = LabelVocabulary(tuple(champion.classes))
         thresholds = list(champion.thresholds)
         version = champion.version
@@ -98,14 +122,14 @@ def evaluate_holdout(
     y_prob = np.array([stored[store.uri(key)].probabilities for key in keys], dtype=np.float32)
     metrics = evaluate_predictions(y_true, y_prob, thresholds, list(vocabulary.classes))
     shown = [
-        {
-            "key": key,
-            "true_tags": sorted(holdout_truth[key]),
-            "tags": stored[store.uri(key)].tags,
-            "probabilities": dict(
+        DemoExample(
+            key=key,
+            true_tags=sorted(holdout_truth[key]),
+            tags=dict(stored[store.uri(key)].tags),
+            probabilities=dict(
                 zip(vocabulary.classes, stored[store.uri(key)].probabilities, strict=True)
             ),
-        }
+        )
         for key in keys[:examples]
     ]
     return DemoEvaluation(model_version=version, images=len(keys), metrics=metrics, examples=shown)

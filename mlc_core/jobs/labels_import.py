@@ -12,14 +12,16 @@ reported with its line number, so one typo does not cost a night's labelling.
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from mlc_core.db.queries import LabelRecord, labels_by_image, upsert_labels
+from mlc_core.db.labels import LabelRecord, labels_by_image, upsert_labels
 from mlc_core.errors import InvalidKey, LabelsFileError
 from mlc_core.labels import parse_tags
 from mlc_core.storage import ObjectStore, validate_key
@@ -60,23 +62,89 @@ class _Row:
     negatives: tuple[str, ...]
 
 
-def _decoded_lines(data: bytes, report: LabelImportReport) -> Iterable[tuple[int, str]]:
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if number == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            report.problems.append(
-                LabelProblem(
-                    number,
-                    "bad_encoding",
-                    f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
-                    "save the file as UTF-8",
-                )
+# csv refuses longer fields with an error that would end the whole import; no key or tag is
+# this long, so a longer field is one bad row.
+MAX_FIELD_CHARACTERS = 128 * 1024
+# Stands in for a carriage return in the middle of a line while csv reads the file: csv would
+# end the row there, and a row cut in two would import half its tags. No key or tag may hold
+# it, so a field that does is reported.
+_STRAY_CARRIAGE_RETURN = "\ue000"
+
+
+def _text_of(data: bytes) -> str:
+    """The file as text, undecodable bytes kept as surrogates, line ends made one kind.
+
+    A file with no line feed but carriage returns (old Mac style) is read line by carriage
+    return; in any other file a carriage return that is not part of a CRLF is a stray one.
+    """
+    text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
+    if "\n" not in text:
+        return text.replace("\r", "\n")
+    return re.sub(r"\r(?!\n)", _STRAY_CARRIAGE_RETURN, text)
+
+
+def _csv_rows(data: bytes) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, fields)`` of each CSV row, blank rows left out.
+
+    The csv module splits the rows itself, so a quoted field may span lines, and the line of a
+    row is the line it starts on.
+    """
+    reader = csv.reader(io.StringIO(_text_of(data), newline=""), strict=False)
+    previous_limit = csv.field_size_limit(max(len(data), MAX_FIELD_CHARACTERS) + 1)
+    try:
+        line = 1
+        for fields in reader:
+            if any(value.strip() for value in fields):
+                yield line, fields
+            line = reader.line_num + 1
+    finally:
+        csv.field_size_limit(previous_limit)
+
+
+def _row_problem(line: int, fields: list[str]) -> LabelProblem | None:
+    """What makes a row unreadable before its meaning is looked at, if anything."""
+    for value in fields:
+        if bad := next((c for c in value if "\udc80" <= c <= "\udcff"), None):
+            return LabelProblem(
+                line,
+                "bad_encoding",
+                f"not valid UTF-8 (byte 0x{ord(bad) - 0xDC00:02x}); save the file as UTF-8",
             )
-            continue
-        yield number, text.rstrip("\r")
+        if _STRAY_CARRIAGE_RETURN in value:
+            return LabelProblem(
+                line,
+                "stray_carriage_return",
+                "a carriage return in the middle of the line; a row ends with the line",
+            )
+        if len(value) > MAX_FIELD_CHARACTERS:
+            return LabelProblem(
+                line,
+                "field_too_long",
+                f"a field of {len(value):,} characters; keys and tags are far shorter",
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Where the labels file keeps each column, from its header."""
+
+    header: list[str]
+    key: int
+    tags: int
+    negatives: int | None
+
+    @classmethod
+    def of(cls, header: list[str]) -> _Columns:
+        names = [name.strip().lower() for name in header]
+        key_column = next((name for name in KEY_COLUMNS if name in names), None)
+        if key_column is None or "tags" not in names:
+            raise LabelsFileError(
+                f"the labels file's header is {','.join(names) or '(empty)'}; expected the "
+                "columns key,tags (and optionally negative_tags)"
+            )
+        negatives = names.index("negative_tags") if "negative_tags" in names else None
+        return cls(names, names.index(key_column), names.index("tags"), negatives)
 
 
 def parse_labels_csv(data: bytes, *, key_prefix: str = "") -> tuple[list[_Row], LabelImportReport]:
@@ -86,69 +154,65 @@ def parse_labels_csv(data: bytes, *, key_prefix: str = "") -> tuple[list[_Row], 
         LabelsFileError: the header does not have the required columns.
     """
     report = LabelImportReport()
-    lines = iter(_decoded_lines(data, report))
-    header_line = next(lines, None)
-    if header_line is None or header_line[0] != 1:
+    rows = _csv_rows(data)
+    first = next(rows, None)
+    if first is None or first[0] != 1 or _row_problem(*first) is not None:
         raise LabelsFileError(
             "the labels file has no readable header line; expected a first line 'key,tags'"
         )
-    header = [name.strip().lower() for name in next(csv.reader([header_line[1]]))]
-    key_column = next((name for name in KEY_COLUMNS if name in header), None)
-    if key_column is None or "tags" not in header:
-        raise LabelsFileError(
-            f"the labels file's header is {','.join(header) or '(empty)'}; expected the columns "
-            "key,tags (and optionally negative_tags)"
-        )
-    key_at, tags_at = header.index(key_column), header.index("tags")
-    negatives_at = header.index("negative_tags") if "negative_tags" in header else None
-
-    rows: list[_Row] = []
+    columns = _Columns.of(first[1])
+    parsed: list[_Row] = []
     first_line_of: dict[str, int] = {}
-    for number, text in lines:
-        if not text.strip():
-            continue
+    for line, fields in rows:
         report.rows += 1
-        fields = next(csv.reader([text]))
-        if len(fields) < len(header):
-            report.problems.append(
-                LabelProblem(
-                    number,
-                    "missing_column",
-                    f"has {len(fields)} field(s) but the header names {len(header)} "
-                    f"({','.join(header)})",
-                )
-            )
-            continue
-        try:
-            key = validate_key(key_prefix + fields[key_at].strip())
-        except InvalidKey as error:
-            report.problems.append(LabelProblem(number, "bad_key", str(error)))
-            continue
-        try:
-            positives = parse_tags(fields[tags_at])
-            negatives = parse_tags(fields[negatives_at]) if negatives_at is not None else []
-        except ValueError as error:
-            report.problems.append(LabelProblem(number, "bad_tag", f"{key}: {error}"))
-            continue
-        if both := sorted(set(positives) & set(negatives)):
-            report.problems.append(
-                LabelProblem(
-                    number, "contradiction", f"{key}: {', '.join(both)} both present and absent"
-                )
-            )
-            continue
-        if key in first_line_of:
-            report.problems.append(
-                LabelProblem(
-                    number,
-                    "duplicate",
-                    f"{key} is also on line {first_line_of[key]}; the first row is kept",
-                )
-            )
-            continue
-        first_line_of[key] = number
-        rows.append(_Row(number, key, tuple(positives), tuple(negatives)))
-    return rows, report
+        row = _parse_row(line, fields, columns, key_prefix, first_line_of, report)
+        if row is not None:
+            first_line_of[row.key] = line
+            parsed.append(row)
+    return parsed, report
+
+
+def _parse_row(
+    line: int,
+    fields: list[str],
+    columns: _Columns,
+    key_prefix: str,
+    first_line_of: dict[str, int],
+    report: LabelImportReport,
+) -> _Row | None:
+    """One data row, or None with its problem added to ``report``."""
+
+    def problem(kind: str, message: str) -> None:
+        report.problems.append(LabelProblem(line, kind, message))
+
+    if unreadable := _row_problem(line, fields):
+        report.problems.append(unreadable)
+        return None
+    if len(fields) < len(columns.header):
+        problem(
+            "missing_column",
+            f"has {len(fields)} field(s) but the header names {len(columns.header)} "
+            f"({','.join(columns.header)})",
+        )
+        return None
+    try:
+        key = validate_key(key_prefix + fields[columns.key].strip())
+    except InvalidKey as error:
+        problem("bad_key", str(error))
+        return None
+    try:
+        positives = parse_tags(fields[columns.tags])
+        negatives = parse_tags(fields[columns.negatives]) if columns.negatives is not None else []
+    except ValueError as error:
+        problem("bad_tag", f"{key}: {error}")
+        return None
+    if both := sorted(set(positives) & set(negatives)):
+        problem("contradiction", f"{key}: {', '.join(both)} both present and absent")
+        return None
+    if key in first_line_of:
+        problem("duplicate", f"{key} is also on line {first_line_of[key]}; the first row is kept")
+        return None
+    return _Row(line, key, tuple(positives), tuple(negatives))
 
 
 def _common_folder(keys: Iterable[str]) -> str:

@@ -142,38 +142,7 @@ def holding_locks(
     """
     wanted = sorted(set(names))
     holder = uuid.uuid4().hex
-    description = f"{purpose} on {socket.gethostname()} (pid {os.getpid()})"
-    lease_seconds = workspace.settings.scoring.claim_lease_seconds
-    lease = timedelta(seconds=lease_seconds)
-    poll = min(_POLL_SECONDS, lease_seconds / 4)
-    report = on_wait or logger.info
-    started = time.monotonic()
-    last_said = ""
-    while True:
-        with workspace.transaction() as session:
-            attempt = try_acquire_locks(
-                session, wanted, holder=holder, description=description, lease=lease
-            )
-        for dead in attempt.taken_over:
-            logger.warning(
-                "took over the lock %s of %s, silent since %s UTC (longer than the %g s lease)",
-                dead.name,
-                dead.description,
-                dead.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S"),
-                lease_seconds,
-            )
-        if not attempt.blocking:
-            break
-        said = _describe(attempt.blocking)
-        if said != last_said:
-            report(
-                f"waiting: {said}; it is taken over if its holder stays silent for "
-                f"{lease_seconds:g} s (MLC_SCORING__CLAIM_LEASE_SECONDS)"
-            )
-            last_said = said
-        if timeout_seconds is not None and time.monotonic() - started >= timeout_seconds:
-            raise LockTimeout(f"gave up after {timeout_seconds:g} s of waiting: {said}")
-        time.sleep(poll)
+    _wait_and_acquire(workspace, wanted, holder, purpose, timeout_seconds, on_wait or logger.info)
     held = HeldLocks(workspace, wanted, holder)
     failed = True
     try:
@@ -191,8 +160,53 @@ def holding_locks(
             # the lease, and the block's error is the one worth showing.
             logger.warning("could not release the locks %s: %s", wanted, error)
     if held.lost:
+        lease_seconds = workspace.settings.scoring.claim_lease_seconds
         raise MlcError(
             f"{purpose} lost its locks ({', '.join(wanted)}) after more than "
             f"{lease_seconds:g} s without a heartbeat, and another job may have taken them "
             "over; raise MLC_SCORING__CLAIM_LEASE_SECONDS if the database is that slow"
         )
+
+
+def _wait_and_acquire(
+    workspace: Workspace,
+    names: list[str],
+    holder: str,
+    purpose: str,
+    timeout_seconds: float | None,
+    report: Callable[[str], None],
+) -> None:
+    """Take the locks, telling ``report`` whom it waits for each time that changes."""
+    description = f"{purpose} on {socket.gethostname()} (pid {os.getpid()})"
+    lease_seconds = workspace.settings.scoring.claim_lease_seconds
+    started = time.monotonic()
+    last_said = ""
+    while True:
+        with workspace.transaction() as session:
+            attempt = try_acquire_locks(
+                session,
+                names,
+                holder=holder,
+                description=description,
+                lease=timedelta(seconds=lease_seconds),
+            )
+        for dead in attempt.taken_over:
+            logger.warning(
+                "took over the lock %s of %s, silent since %s UTC (longer than the %g s lease)",
+                dead.name,
+                dead.description,
+                dead.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S"),
+                lease_seconds,
+            )
+        if not attempt.blocking:
+            return
+        said = _describe(attempt.blocking)
+        if said != last_said:
+            report(
+                f"waiting: {said}; it is taken over if its holder stays silent for "
+                f"{lease_seconds:g} s (MLC_SCORING__CLAIM_LEASE_SECONDS)"
+            )
+            last_said = said
+        if timeout_seconds is not None and time.monotonic() - started >= timeout_seconds:
+            raise LockTimeout(f"gave up after {timeout_seconds:g} s of waiting: {said}")
+        time.sleep(min(_POLL_SECONDS, lease_seconds / 4))

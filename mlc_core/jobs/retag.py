@@ -14,13 +14,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-
-from mlc_core.db.model_versions import get_champion, get_model_version
-from mlc_core.db.models import ModelVersion, Run, Score
+from mlc_core.db.model_versions import require_champion, require_model_version
+from mlc_core.db.models import ModelVersion, Run
 from mlc_core.db.runs import finish_run, start_run
-from mlc_core.db.tag_sets import replace_tags, stored_scores, stored_tags
-from mlc_core.errors import ModelError, NoChampionModel, describe_error
+from mlc_core.db.scores import count_scores, replace_tags, stored_scores
+from mlc_core.errors import describe_error
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
 
@@ -65,14 +63,11 @@ class RetagReport:
 
 def _model_version(workspace: Workspace, version: str | None) -> ModelVersion:
     with workspace.transaction() as session:
-        if version is None:
-            found = get_champion(session)
-            if found is None:
-                raise NoChampionModel()
-        else:
-            found = get_model_version(session, version)
-            if found is None:
-                raise ModelError(f"there is no model version {version!r}; `mlc models` lists them")
+        found = (
+            require_champion(session)
+            if version is None
+            else require_model_version(session, version)
+        )
         session.expunge(found)
     return found
 
@@ -97,7 +92,7 @@ def retag_images(
 
     Raises:
         NoChampionModel: no version was named and there is no champion.
-        ModelError: the named version does not exist.
+        UnknownModelVersion: the named version does not exist.
         ValueError: ``batch_size`` is below 1.
         DatabaseError: the database failed; pages committed before stay.
     """
@@ -112,14 +107,7 @@ def retag_images(
         report.run_id = start_run(
             session, "retag", {"version": model_version.version, "thresholds": thresholds}
         ).id
-        total = int(
-            session.scalar(
-                select(func.count())
-                .select_from(Score)
-                .where(Score.model_version_id == model_version.id)
-            )
-            or 0
-        )
+        total = count_scores(session, model_version.id)
     try:
         _retag(workspace, model_version.id, vocabulary, report, batch_size, total, on_progress)
     except BaseException as error:
@@ -154,18 +142,19 @@ def _retag(
     after_id = 0
     while True:
         with workspace.transaction() as session:
-            rows = stored_scores(session, model_version_id, after_id=after_id, limit=batch_size)
+            rows = stored_scores(
+                session, model_version_id, after_image_id=after_id, limit=batch_size
+            )
             if not rows:
                 return
-            after_id = rows[-1].score_id
-            before = stored_tags(session, model_version_id, [row.image_id for row in rows])
+            after_id = rows[-1].image_id
             changed: dict[int, list[tuple[str, float]]] = {}
             for row in rows:
                 tags = vocabulary.tags_from_probabilities(
                     row.probabilities, report.thresholds, top_class_fallback=fallback
                 )
                 names = {name for name, _ in tags}
-                old = before.get(row.image_id, set())
+                old = {name for name, _ in row.tags}
                 if names != old:
                     changed[row.image_id] = tags
                     report.tags_added += len(names - old)

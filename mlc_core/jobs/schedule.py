@@ -12,8 +12,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from mlc_core.db.labels import count_labelled_images
 from mlc_core.db.model_versions import get_champion
-from mlc_core.db.retrain_queries import count_labelled_images, last_training_started_at
+from mlc_core.db.runs import last_training_started_at
+from mlc_core.jobs.labels_import import LabelImportReport
+from mlc_core.jobs.scoring.reports import ScoreReport
+from mlc_core.jobs.training.report import TrainingReport
 from mlc_core.jobs.workspace import Workspace
 
 RetrainPolicy = Literal["auto", "always", "never"]
@@ -82,31 +86,59 @@ def decide_retrain(
             if last_training is None
             else count_labelled_images(session, changed_after=last_training)
         )
+    retrain, reason = _rule(policy, champion_version, labelled, new, min_new_labelled_images)
+    return RetrainDecision(retrain, reason, champion_version, labelled, new, last_training)
 
-    def decided(retrain: bool, reason: str) -> RetrainDecision:
-        return RetrainDecision(retrain, reason, champion_version, labelled, new, last_training)
 
+def _rule(
+    policy: RetrainPolicy,
+    champion_version: str | None,
+    labelled: int,
+    new: int,
+    min_new_labelled_images: int,
+) -> tuple[bool, str]:
     if policy == "never":
-        return decided(False, "retraining was switched off for this run (retrain=never)")
+        return False, "retraining was switched off for this run (retrain=never)"
     if labelled == 0:
-        return decided(
+        return (
             False,
             "there are no labels to train on; import some with `mlc labels import` or put a "
             "labels manifest in the store (MLC_LABELS_KEY)",
         )
     if policy == "always":
-        return decided(True, "retraining was asked for (retrain=always)")
+        return True, "retraining was asked for (retrain=always)"
     if champion_version is None:
-        return decided(True, f"there is no champion yet and {labelled} images are labelled")
+        return True, f"there is no champion yet and {labelled} images are labelled"
     if new >= min_new_labelled_images:
-        return decided(
+        return (
             True,
             f"{new} images got new or changed labels since the last training run "
             f"(threshold {min_new_labelled_images})",
         )
-    return decided(
+    return (
         False,
         f"only {new} images got new or changed labels since the last training run; "
         f"retraining waits for {min_new_labelled_images} (MLC_ORCHESTRATION__"
         "RETRAIN_MIN_NEW_LABELLED_IMAGES) or the weekly retrain",
     )
+
+
+@dataclass
+class RetrainOutcome:
+    """What a retrain did: the labels it imported first (if any), the training, and the
+    rescore after a promotion (if any)."""
+
+    labels: LabelImportReport | None
+    training: TrainingReport
+    rescore: ScoreReport | None
+
+
+@dataclass
+class NightlyOutcome:
+    """What a nightly run did: its scoring (or why it skipped it), its retrain decision, and
+    the retrain when it made one."""
+
+    scoring: ScoreReport | None
+    decision: RetrainDecision
+    retrain: RetrainOutcome | None
+    skipped_scoring: str | None = None

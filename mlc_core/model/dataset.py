@@ -110,13 +110,20 @@ def decode_labeled_images(
         # Draining the iterator waits for every load (and re-raises e.g. KeyboardInterrupt).
         list(pool.map(load, range(len(keys))))
 
+    if failures:
+        logger.warning("%d of %d images could not be read or decoded", len(failures), len(keys))
+    return _compacted(keys, images, succeeded, failures)
+
+
+def _compacted(
+    keys: Sequence[str], images: np.ndarray, succeeded: np.ndarray, failures: dict[str, str]
+) -> DecodedImages:
+    """The decoded rows moved to the front, in place, and the failures in input order."""
     kept: list[int] = np.flatnonzero(succeeded).tolist()
-    # Compact in place (row j <= row i, in increasing order) so failures cost no second array.
+    # Row j <= row i, in increasing order, so failures cost no second array.
     for target, source in enumerate(kept):
         if target != source:
             images[target] = images[source]
-    if failures:
-        logger.warning("%d of %d images could not be read or decoded", len(failures), len(keys))
     ordered_failures = {keys[i]: failures[keys[i]] for i in np.flatnonzero(~succeeded).tolist()}
     return DecodedImages(
         keys=[keys[i] for i in kept], images=images[: len(kept)], failures=ordered_failures

@@ -14,6 +14,31 @@ import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, hamming_loss
 
 
+def mean_average_precision(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Mean over classes of average precision, counting only classes with a positive.
+
+    A class without any positive image has no defined AP and is left out of the mean; when no
+    class has a positive, the mean is undefined and the result is ``None`` (never NaN, so it
+    survives JSON and comparisons alike).
+
+    Args:
+        labels: 0/1 matrix of shape ``(num_images, num_classes)``.
+        probabilities: the probabilities of the same shape.
+    """
+    defined = [ap for ap in _average_precisions(labels, probabilities) if ap is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def _average_precisions(labels: np.ndarray, probabilities: np.ndarray) -> list[float | None]:
+    """AP per column; ``None`` for a column without positives (scikit-learn would warn, 0)."""
+    return [
+        float(average_precision_score(labels[:, column], probabilities[:, column]))
+        if labels[:, column].any()
+        else None
+        for column in range(labels.shape[1])
+    ]
+
+
 def evaluate_predictions(
     y_true: np.ndarray,
     y_prob: np.ndarray,
@@ -33,13 +58,13 @@ def evaluate_predictions(
         classes: class names, in column order.
 
     Returns:
-        A dict of plain Python values with the keys ``mean_average_precision`` (mean AP over
-        the classes with at least one positive, ``None`` if there is none),
-        ``average_precision`` (class -> AP, ``None`` for a class without positives),
-        ``micro_f1``, ``macro_f1`` (over all classes; a class never true nor predicted scores
-        0, as scikit-learn's ``zero_division=0`` does), ``hamming_loss``, ``subset_accuracy``,
-        ``label_cardinality_true``, ``label_cardinality_predicted``, ``num_images``,
-        ``support`` (class -> number of positives) and ``classes_without_positives``.
+        A dict of plain Python values with the keys ``mean_average_precision`` (see
+        :func:`mean_average_precision`), ``average_precision`` (class -> AP, ``None`` for a
+        class without positives), ``micro_f1``, ``macro_f1`` (over all classes; a class never
+        true nor predicted scores 0, as scikit-learn's ``zero_division=0`` does),
+        ``hamming_loss``, ``subset_accuracy``, ``label_cardinality_true``,
+        ``label_cardinality_predicted``, ``num_images``, ``support`` (class -> number of
+        positives) and ``classes_without_positives``.
 
     Raises:
         ValueError: the shapes disagree, there are no images, ``y_true`` is not 0/1 or
@@ -48,21 +73,11 @@ def evaluate_predictions(
     truth, probabilities, cutoffs = _validated(y_true, y_prob, thresholds, classes)
     predicted = (probabilities >= cutoffs).astype(np.int64)
     support = truth.sum(axis=0)
-
-    average_precision: dict[str, float | None] = {}
-    for column, name in enumerate(classes):
-        if support[column] == 0:
-            # AP is undefined without positives; scikit-learn would warn and return 0.
-            average_precision[name] = None
-        else:
-            average_precision[name] = float(
-                average_precision_score(truth[:, column], probabilities[:, column])
-            )
-    defined = [ap for ap in average_precision.values() if ap is not None]
-
     return {
-        "mean_average_precision": float(np.mean(defined)) if defined else None,
-        "average_precision": average_precision,
+        "mean_average_precision": mean_average_precision(truth, probabilities),
+        "average_precision": dict(
+            zip(classes, _average_precisions(truth, probabilities), strict=True)
+        ),
         "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
         "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
         "hamming_loss": float(hamming_loss(truth, predicted)),
@@ -77,15 +92,17 @@ def evaluate_predictions(
     }
 
 
-def _validated(
-    y_true: np.ndarray,
-    y_prob: np.ndarray,
-    thresholds: Sequence[float],
-    classes: Sequence[str],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_labels_and_probabilities(
+    y_true: np.ndarray, y_prob: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``y_true`` as an int64 0/1 matrix and ``y_prob`` as float64 of the same shape.
+
+    Raises:
+        ValueError: ``y_true`` is not 2-D or not 0/1, the shapes differ, or ``y_prob`` holds
+            NaN or infinity.
+    """
     truth = np.asarray(y_true)
     probabilities = np.asarray(y_prob, dtype=np.float64)
-    cutoffs = np.asarray(thresholds, dtype=np.float64)
     if truth.ndim != 2:
         raise ValueError(
             f"y_true must be 2-dimensional (images x classes), got shape {truth.shape}"
@@ -95,6 +112,21 @@ def _validated(
             f"y_prob has shape {probabilities.shape} but y_true has shape {truth.shape}; "
             "pass one probability per image and class"
         )
+    if not np.isin(truth, (0, 1)).all():
+        raise ValueError("y_true must hold only 0 and 1 (a multi-hot matrix)")
+    if not np.isfinite(probabilities).all():
+        raise ValueError("y_prob holds NaN or infinite values; check the model's outputs")
+    return truth.astype(np.int64), probabilities
+
+
+def _validated(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    thresholds: Sequence[float],
+    classes: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    truth, probabilities = check_labels_and_probabilities(y_true, y_prob)
+    cutoffs = np.asarray(thresholds, dtype=np.float64)
     num_images, num_classes = truth.shape
     if num_images == 0:
         raise ValueError("there are no images to evaluate; pass at least one labeled image")
@@ -105,8 +137,4 @@ def _validated(
         )
     if len(set(classes)) != num_classes:
         raise ValueError(f"class names must be unique, got {list(classes)}")
-    if not np.isin(truth, (0, 1)).all():
-        raise ValueError("y_true must hold only 0 and 1 (a multi-hot matrix)")
-    if not np.isfinite(probabilities).all():
-        raise ValueError("y_prob holds NaN or infinite values; check the model's outputs")
-    return truth.astype(np.int64), probabilities, cutoffs
+    return truth, probabilities, cutoffs

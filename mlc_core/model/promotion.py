@@ -51,37 +51,60 @@ def decide_promotion(
         The decision, with a reason that quotes the numbers compared.
 
     Raises:
-        ValueError: a metrics dict lacks ``average_precision`` or ``max_class_ap_drop`` is
-            negative.
+        ValueError: a metrics dict lacks ``average_precision``, or ``max_class_ap_drop`` < 0.
     """
     if max_class_ap_drop < 0:
         raise ValueError(f"max_class_ap_drop must be at least 0, got {max_class_ap_drop}")
     candidate_ap = _average_precision(candidate, "candidate")
     if champion is None:
         return PromotionDecision(
-            promote=True, reason="no champion yet, so the candidate becomes the first champion"
+            True, "no champion yet, so the candidate becomes the first champion"
         )
     champion_ap = _average_precision(champion, "champion")
+    shared = _shared_classes(candidate_ap, champion_ap)
+    scope = _scope(candidate_ap, champion_ap, len(shared))
+    if not shared:
+        no_shared_class = (
+            "candidate and champion share no class with a defined AP on the test split, so "
+            "they cannot be compared; promote the candidate by hand if it is wanted"
+        )
+        return PromotionDecision(False, _sentence(no_shared_class, scope))
+    champion_map = sum(pair[0] for pair in shared.values()) / len(shared)
+    candidate_map = sum(pair[1] for pair in shared.values()) / len(shared)
+    failures = _shortcomings(shared, champion_map, candidate_map, margin, max_class_ap_drop)
+    if failures:
+        return PromotionDecision(False, _sentence(*failures, scope))
+    return PromotionDecision(
+        promote=True,
+        reason=_sentence(
+            f"candidate mAP {candidate_map:.3f} beats champion mAP {champion_map:.3f} by "
+            f"{candidate_map - champion_map:.3f} (margin {margin:g}) and no class AP dropped "
+            f"more than {max_class_ap_drop:g}",
+            scope,
+        ),
+    )
 
-    # name -> (champion AP, candidate AP), for the classes both can be judged on.
+
+def _shared_classes(
+    candidate_ap: dict[str, float | None], champion_ap: dict[str, float | None]
+) -> dict[str, tuple[float, float]]:
+    """name -> (champion AP, candidate AP), for the classes both can be judged on."""
     shared: dict[str, tuple[float, float]] = {}
     for name, champion_value in champion_ap.items():
         candidate_value = candidate_ap.get(name)
         if champion_value is not None and candidate_value is not None:
             shared[name] = (float(champion_value), float(candidate_value))
-    scope = _scope(candidate_ap, champion_ap, len(shared))
-    if not shared:
-        return PromotionDecision(
-            promote=False,
-            reason=_sentence(
-                "candidate and champion share no class with a defined AP on the test split, "
-                "so they cannot be compared; promote the candidate by hand if it is wanted",
-                scope,
-            ),
-        )
+    return shared
 
-    champion_map = sum(pair[0] for pair in shared.values()) / len(shared)
-    candidate_map = sum(pair[1] for pair in shared.values()) / len(shared)
+
+def _shortcomings(
+    shared: dict[str, tuple[float, float]],
+    champion_map: float,
+    candidate_map: float,
+    margin: float,
+    max_class_ap_drop: float,
+) -> list[str]:
+    """Why the candidate falls short, one clause per rule it breaks."""
     failures: list[str] = []
     if candidate_map - champion_map < margin - _TOLERANCE:
         failures.append(
@@ -104,17 +127,7 @@ def decide_promotion(
             f"class {dropped[0]!r} AP dropped from {before:.3f} to {after:.3f} "
             f"(more than the allowed {max_class_ap_drop:g}){others}"
         )
-    if failures:
-        return PromotionDecision(promote=False, reason=_sentence(*failures, scope))
-    return PromotionDecision(
-        promote=True,
-        reason=_sentence(
-            f"candidate mAP {candidate_map:.3f} beats champion mAP {champion_map:.3f} by "
-            f"{candidate_map - champion_map:.3f} (margin {margin:g}) and no class AP dropped "
-            f"more than {max_class_ap_drop:g}",
-            scope,
-        ),
-    )
+    return failures
 
 
 def _average_precision(metrics: dict[str, Any], which: str) -> dict[str, float | None]:

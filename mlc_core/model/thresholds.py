@@ -31,6 +31,8 @@ from typing import Literal
 import numpy as np
 from sklearn.metrics import precision_recall_curve
 
+from mlc_core.model.metrics import check_labels_and_probabilities
+
 MIN_THRESHOLD = 0.01
 MAX_THRESHOLD = 0.99
 Strategy = Literal["f1", "precision"]
@@ -88,33 +90,42 @@ def calibrate_thresholds(
 
     thresholds: list[float] = []
     notes: list[str] = []
-    num_images = truth.shape[0]
     for column in range(truth.shape[1]):
         name = f"class {classes[column]!r}" if classes is not None else f"class {column}"
-        labels, scores = truth[:, column], probabilities[:, column]
-        num_positives = int(labels.sum())
-        if num_positives == 0:
-            thresholds.append(default)
-            notes.append(f"{name} has no positives in validation; threshold stays at {default}")
-            continue
-        if num_positives == num_images:
-            thresholds.append(default)
-            notes.append(
-                f"{name} has no negatives in validation (every image carries it); "
-                f"threshold stays at {default}"
-            )
-            continue
-        threshold, note = _calibrate_class(labels, scores, strategy, target_precision, name)
-        if note:
-            notes.append(note)
-        clipped = min(max(threshold, MIN_THRESHOLD), MAX_THRESHOLD)
-        if clipped != threshold:
-            notes.append(
-                f"{name} calibrated to {threshold:.4f}, outside [{MIN_THRESHOLD}, "
-                f"{MAX_THRESHOLD}]; threshold clipped to {clipped}"
-            )
-        thresholds.append(clipped)
+        threshold, class_notes = _threshold_of_class(
+            truth[:, column], probabilities[:, column], strategy, target_precision, default, name
+        )
+        thresholds.append(threshold)
+        notes.extend(class_notes)
     return ThresholdCalibration(thresholds=thresholds, notes=notes)
+
+
+def _threshold_of_class(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    strategy: Strategy,
+    target_precision: float,
+    default: float,
+    name: str,
+) -> tuple[float, list[str]]:
+    """One class's threshold (clipped to the bounds) and the notes it earned."""
+    num_positives = int(labels.sum())
+    if num_positives == 0:
+        return default, [f"{name} has no positives in validation; threshold stays at {default}"]
+    if num_positives == len(labels):
+        return default, [
+            f"{name} has no negatives in validation (every image carries it); "
+            f"threshold stays at {default}"
+        ]
+    threshold, note = _calibrate_class(labels, scores, strategy, target_precision, name)
+    notes = [note] if note else []
+    clipped = min(max(threshold, MIN_THRESHOLD), MAX_THRESHOLD)
+    if clipped != threshold:
+        notes.append(
+            f"{name} calibrated to {threshold:.4f}, outside [{MIN_THRESHOLD}, "
+            f"{MAX_THRESHOLD}]; threshold clipped to {clipped}"
+        )
+    return clipped, notes
 
 
 def _calibrate_class(
@@ -160,23 +171,9 @@ def _between(cuts: np.ndarray, index: int) -> float:
 def _validated(
     y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[str] | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    truth = np.asarray(y_true)
-    probabilities = np.asarray(y_prob, dtype=np.float64)
-    if truth.ndim != 2:
-        raise ValueError(
-            f"y_true must be 2-dimensional (images x classes), got shape {truth.shape}"
-        )
-    if probabilities.shape != truth.shape:
-        raise ValueError(
-            f"y_prob has shape {probabilities.shape} but y_true has shape {truth.shape}; "
-            "pass one probability per image and class"
-        )
+    truth, probabilities = check_labels_and_probabilities(y_true, y_prob)
     if classes is not None and len(classes) != truth.shape[1]:
         raise ValueError(
             f"expected {truth.shape[1]} class names (one per column), got {len(classes)}"
         )
-    if not np.isin(truth, (0, 1)).all():
-        raise ValueError("y_true must hold only 0 and 1 (a multi-hot matrix)")
-    if not np.isfinite(probabilities).all():
-        raise ValueError("y_prob holds NaN or infinite values; check the model's outputs")
-    return truth.astype(np.int64), probabilities
+    return truth, probabilities

@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn.metrics import average_precision_score
 
 from mlc_core.model.backbones import require_tensorflow_backend
 from mlc_core.model.build import build_model
 from mlc_core.model.dataset import DecodedImages, make_training_dataset
 from mlc_core.model.losses import make_loss
-from mlc_core.model.metrics import evaluate_predictions
+from mlc_core.model.metrics import evaluate_predictions, mean_average_precision
 from mlc_core.model.predict import Predictor
 from mlc_core.model.split import DataSplit
 from mlc_core.model.thresholds import calibrate_thresholds
@@ -53,7 +52,7 @@ class EpochReport:
     epochs: int
     loss: float
     validation_loss: float
-    validation_map: float
+    validation_map: float | None
     seconds: float
 
 
@@ -92,19 +91,6 @@ def row_indices(keys: Sequence[str], wanted: Iterable[str]) -> np.ndarray:
     """Return the positions in ``keys`` of the ``wanted`` keys, in the order of ``wanted``."""
     position = {key: row for row, key in enumerate(keys)}
     return np.array([position[key] for key in wanted], dtype=np.int64)
-
-
-def mean_average_precision(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean over classes of average precision, skipping classes without positives.
-
-    Returns NaN when no class has a positive.
-    """
-    precisions = [
-        float(average_precision_score(labels[:, column], probabilities[:, column]))
-        for column in range(labels.shape[1])
-        if labels[:, column].any()
-    ]
-    return float(np.mean(precisions)) if precisions else math.nan
 
 
 def _learning_rate_schedule(
@@ -186,15 +172,15 @@ class _EarlyStoppingOnMap(keras.callbacks.Callback):
         )
         self.history.append(report)
         logger.info(
-            "epoch %d/%d: loss %.4f, validation loss %.4f, validation mAP %.4f",
+            "epoch %d/%d: loss %.4f, validation loss %.4f, validation mAP %s",
             report.epoch,
             report.epochs,
             report.loss,
             report.validation_loss,
-            report.validation_map,
+            "-" if report.validation_map is None else f"{report.validation_map:.4f}",
         )
         # mAP is undefined when no validation image has any label; the loss then decides.
-        score = validation_map if math.isfinite(validation_map) else -validation_loss
+        score = validation_map if validation_map is not None else -validation_loss
         if score > self.best_score:
             self.best_score = score
             self.best_epoch = report.epoch
@@ -251,22 +237,10 @@ def train_model(
         ValueError: ``epochs``, ``patience`` or the validation arrays are unusable.
     """
     require_tensorflow_backend()
-    if epochs < 1 or patience < 1:
-        raise ValueError(f"epochs and patience must be at least 1, got {epochs} and {patience}")
-    if len(validation_images) == 0 or len(validation_images) != len(validation_labels):
-        raise ValueError(
-            f"expected as many validation images as label rows (at least 1), got "
-            f"{len(validation_images)} images and {len(validation_labels)} label rows"
-        )
+    _check_arguments(epochs, patience, validation_images, validation_labels)
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    steps_per_epoch = int(train.cardinality())
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=_learning_rate_schedule(learning_rate, steps_per_epoch, epochs),
-        weight_decay=WEIGHT_DECAY,
-    )
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
+    _compile(model, loss, learning_rate, int(train.cardinality()), epochs)
     monitor = _EarlyStoppingOnMap(
         validation_images, validation_labels, loss, epochs, patience, on_epoch_end
     )
@@ -279,6 +253,33 @@ def train_model(
         history=monitor.history,
         seconds=time.perf_counter() - started,
     )
+
+
+def _check_arguments(
+    epochs: int, patience: int, validation_images: np.ndarray, validation_labels: np.ndarray
+) -> None:
+    if epochs < 1 or patience < 1:
+        raise ValueError(f"epochs and patience must be at least 1, got {epochs} and {patience}")
+    if len(validation_images) == 0 or len(validation_images) != len(validation_labels):
+        raise ValueError(
+            f"expected as many validation images as label rows (at least 1), got "
+            f"{len(validation_images)} images and {len(validation_labels)} label rows"
+        )
+
+
+def _compile(
+    model: keras.Model,
+    loss: keras.losses.Loss,
+    learning_rate: float,
+    steps_per_epoch: int,
+    epochs: int,
+) -> None:
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=_learning_rate_schedule(learning_rate, steps_per_epoch, epochs),
+        weight_decay=WEIGHT_DECAY,
+    )
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
 
 
 def fit_and_calibrate(
@@ -318,10 +319,43 @@ def fit_and_calibrate(
     train_rows = row_indices(decoded.keys, split.train)
     validation_rows = row_indices(decoded.keys, split.validation)
     test_rows = row_indices(decoded.keys, split.test)
+    model, outcome = _build_and_train(
+        images, labels, train_rows, validation_rows, len(classes), settings, on_epoch_end
+    )
+    predictor = Predictor(model, batch_size=PREDICT_BATCH_SIZE)
+    calibration = calibrate_thresholds(
+        labels[validation_rows],
+        predictor.predict(images[validation_rows]),
+        strategy=settings.threshold_strategy,
+        target_precision=settings.target_precision,
+        classes=list(classes),
+    )
+    thresholds = [float(t) for t in calibration.thresholds]
+    return FittedModel(
+        model=model,
+        predictor=predictor,
+        outcome=outcome,
+        thresholds=thresholds,
+        threshold_notes=list(calibration.notes),
+        metrics=evaluate_predictions(
+            labels[test_rows], predictor.predict(images[test_rows]), thresholds, list(classes)
+        ),
+    )
+
+
+def _build_and_train(
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    validation_rows: np.ndarray,
+    num_labels: int,
+    settings: TrainingSettings,
+    on_epoch_end: Callable[[EpochReport], None] | None,
+) -> tuple[keras.Model, TrainingOutcome]:
     keras.utils.set_random_seed(settings.seed)
     model = build_model(
         settings.backbone,
-        len(classes),
+        num_labels,
         settings.image_size,
         weights=settings.weights,
         dropout_rate=settings.dropout_rate,
@@ -345,23 +379,4 @@ def fit_and_calibrate(
         seed=settings.seed,
         on_epoch_end=on_epoch_end,
     )
-    predictor = Predictor(model, batch_size=PREDICT_BATCH_SIZE)
-    calibration = calibrate_thresholds(
-        labels[validation_rows],
-        predictor.predict(images[validation_rows]),
-        strategy=settings.threshold_strategy,
-        target_precision=settings.target_precision,
-        classes=list(classes),
-    )
-    thresholds = [float(t) for t in calibration.thresholds]
-    metrics = evaluate_predictions(
-        labels[test_rows], predictor.predict(images[test_rows]), thresholds, list(classes)
-    )
-    return FittedModel(
-        model=model,
-        predictor=predictor,
-        outcome=outcome,
-        thresholds=thresholds,
-        threshold_notes=list(calibration.notes),
-        metrics=metrics,
-    )
+    return model, outcome

@@ -20,18 +20,11 @@ import boto3
 import botocore.config
 import botocore.session
 import botocore.utils
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    CredentialRetrievalError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    UnknownCredentialError,
-)
-from botocore.exceptions import ConnectionError as EndpointUnreachable
+from botocore.exceptions import BotoCoreError, ClientError
 
 from mlc_core.errors import InvalidKey, ObjectNotFound, StorageError, StoreUnavailable
 from mlc_core.storage.base import ObjectInfo, batched, validate_key, validate_prefix
+from mlc_core.storage.s3_errors import MISSING_CODES, error_code, translate_s3_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -55,18 +48,6 @@ MAX_LIST_PAGE = 1000
 _BOTO_ERRORS = (ClientError, BotoCoreError)
 # botocore's own rule for a plain bucket name; anything else it rejects with a raw error.
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,255}$")
-_MISSING_BUCKET_CODES = {"NoSuchBucket"}
-_MISSING_CODES = {"NoSuchKey", "NotFound", "404"}
-_REFUSED_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "InvalidToken",
-    "ExpiredToken",
-    "InvalidClientTokenId",
-    "Forbidden",
-    "403",
-}
 
 
 class S3Store:
@@ -173,7 +154,7 @@ class S3Store:
             except ClientError as error:
                 # A HEAD answer has no body, so a missing bucket and a missing key are the same
                 # 404; ask about the bucket once per store to tell them apart.
-                if _error_code(error) in _MISSING_CODES and not self._bucket_seen:
+                if error_code(error) in MISSING_CODES and not self._bucket_seen:
                     self.check()
                 raise
         self._bucket_seen = True
@@ -346,46 +327,8 @@ class S3Store:
 
     def _error(self, error: Exception, key: str | None) -> StorageError:
         """Translate a boto3 error into the one-sentence error a user can act on."""
-        bucket, endpoint = self.bucket, self._endpoint()
-        code = _error_code(error)
-        if code in _MISSING_BUCKET_CODES or (key is None and code in _MISSING_CODES):
-            return StoreUnavailable(
-                f"S3 bucket '{bucket}' does not exist at endpoint {endpoint}; "
-                f"create it or fix the bucket in the store URL {self.url}"
-            )
-        if code in _MISSING_CODES and key is not None:
-            return ObjectNotFound(key, self.url)
-        if code in _REFUSED_CODES or _status(error) == 403:
-            return StoreUnavailable(
-                f"S3 endpoint {endpoint} refused access to bucket '{bucket}' ({code}); "
-                "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the "
-                "bucket's permissions"
-            )
-        if isinstance(
-            error,
-            NoCredentialsError
-            | PartialCredentialsError
-            | CredentialRetrievalError
-            | UnknownCredentialError,
-        ):
-            return StoreUnavailable(
-                f"no usable AWS credentials for S3 bucket '{bucket}' at endpoint {endpoint} "
-                f"({error}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
-            )
-        if isinstance(error, EndpointUnreachable):
-            return StoreUnavailable(
-                f"cannot reach S3 endpoint {endpoint} for bucket '{bucket}' ({error}); "
-                "check AWS_ENDPOINT_URL and that the server is running"
-            )
-        what = f"object {key!r}" if key is not None else "the listing"
-        if isinstance(error, ClientError):
-            message = error.response.get("Error", {}).get("Message", "")
-            return StorageError(
-                f"S3 request for {what} in bucket '{bucket}' at endpoint {endpoint} failed "
-                f"with {code}: {message}"
-            )
-        return StorageError(
-            f"S3 request for {what} in bucket '{bucket}' at endpoint {endpoint} failed: {error}"
+        return translate_s3_error(
+            error, key, bucket=self.bucket, endpoint=self._endpoint(), url=self.url
         )
 
 
@@ -415,18 +358,6 @@ def _parse_timestamp(value: Any) -> datetime:
             if parsed.tzinfo is not None:
                 return parsed
     return botocore.utils.parse_timestamp(value)
-
-
-def _error_code(error: Exception) -> str:
-    if not isinstance(error, ClientError):
-        return ""
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def _status(error: Exception) -> int | None:
-    if not isinstance(error, ClientError):
-        return None
-    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
 def _etag(value: str) -> str:

@@ -4,35 +4,9 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from mlc_core.db.model_versions import create_model_version, promote_model_version
-from mlc_core.db.models import ModelVersion
-from mlc_core.db.queries import (
-    ImageRecord,
-    ScoreRecord,
-    record_failures,
-    register_images,
-    write_scores,
-)
-
-CLASSES = ["beach", "dog", "sky"]
-
-
-def add_model_version(session: Session, version: str, *, champion: bool) -> ModelVersion:
-    model_version = create_model_version(
-        session,
-        version=version,
-        classes=CLASSES,
-        thresholds=[0.5, 0.5, 0.5],
-        metrics={},
-        backbone="compact_cnn",
-        image_size=64,
-        artifact_uri=f"models/{version}/model.keras",
-        artifact_sha256="0" * 64,
-        card_uri=f"models/{version}/card.json",
-    )
-    if champion:
-        promote_model_version(session, model_version, "test")
-    return model_version
+from mlc_core.db.images import ImageRecord, record_failures, register_images
+from mlc_core.db.scores import ImageScore, write_scores
+from tests.db.support import add_model_version
 
 
 def register(session: Session, uri: str, etag: str = "e1") -> int:
@@ -53,8 +27,8 @@ def test_current_scores_pairs_each_probability_with_its_class(migrated_engine: E
             champion.id,
             None,
             [
-                ScoreRecord(a, [0.25, 0.5, 0.75], [("dog", 0.5), ("sky", 0.75)]),
-                ScoreRecord(b, [1.0, 0.0, 0.125], [("beach", 1.0)]),
+                ImageScore(a, [0.25, 0.5, 0.75], [("dog", 0.5), ("sky", 0.75)]),
+                ImageScore(b, [1.0, 0.0, 0.125], [("beach", 1.0)]),
             ],
         )
 
@@ -82,11 +56,11 @@ def test_current_tags_shows_only_champion_tags_of_current_versions(
         retired = add_model_version(session, "v1", champion=True)
         old_a = register(session, "s3://b/a.jpg", "e1")
         write_scores(
-            session, retired.id, None, [ScoreRecord(old_a, [0.9, 0.1, 0.1], [("beach", 0.9)])]
+            session, retired.id, None, [ImageScore(old_a, [0.9, 0.1, 0.1], [("beach", 0.9)])]
         )
         champion = add_model_version(session, "v2", champion=True)
         write_scores(
-            session, champion.id, None, [ScoreRecord(old_a, [0.1, 0.8, 0.1], [("dog", 0.8)])]
+            session, champion.id, None, [ImageScore(old_a, [0.1, 0.8, 0.1], [("dog", 0.8)])]
         )
         new_a = register(session, "s3://b/a.jpg", "e2")
         b = register(session, "s3://b/b.jpg")
@@ -95,8 +69,8 @@ def test_current_tags_shows_only_champion_tags_of_current_versions(
             champion.id,
             None,
             [
-                ScoreRecord(new_a, [0.1, 0.1, 0.6], [("sky", 0.6)]),
-                ScoreRecord(b, [0.7, 0.1, 0.1], [("beach", 0.7)]),
+                ImageScore(new_a, [0.1, 0.1, 0.6], [("sky", 0.6)]),
+                ImageScore(b, [0.7, 0.1, 0.1], [("beach", 0.7)]),
             ],
         )
 

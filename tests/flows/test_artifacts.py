@@ -1,4 +1,5 @@
-"""Artifacts: the retrain report, the score summary and the progress, under stable keys."""
+"""Artifacts: the retrain report, the score summary and the progress, published under stable
+keys (what they say: tests/reports)."""
 
 from __future__ import annotations
 
@@ -13,66 +14,9 @@ from flows.artifacts import (
     ScoreProgressArtifact,
     publish_retrain_report,
     publish_score_summary,
-    retrain_report_markdown,
-    score_summary_rows,
 )
 from tests.fixtures.prefect import PrefectServer, read_artifacts
-from tests.flows.reports import score_report, training_report
-
-
-def test_the_retrain_report_shows_the_decision_and_each_class_ap_and_threshold() -> None:
-    markdown = retrain_report_markdown(training_report())
-
-    assert "# Retrain: v2 is the new champion" in markdown
-    assert "**Decision:** promoted: test mAP 0.850" in markdown
-    assert "| circle | 0.900 | 0.410 | 6 |" in markdown
-    assert "| square | 0.800 | 0.550 | 5 |" in markdown
-
-
-def test_the_retrain_report_compares_champion_and_candidate_class_by_class() -> None:
-    markdown = retrain_report_markdown(training_report())
-
-    assert "On the 10 test images of the champion v1:" in markdown
-    assert "| circle | 0.750 | 0.900 | +0.150 |" in markdown
-    assert "| **mAP** | 0.700 | 0.850 | **+0.150** |" in markdown
-
-
-def test_the_retrain_report_of_a_candidate_that_lost_says_it_stays_a_candidate() -> None:
-    markdown = retrain_report_markdown(
-        training_report(status="candidate", decision="kept the champion: mAP gain below margin")
-    )
-
-    assert "# Retrain: v2 stays a candidate" in markdown
-    assert "kept the champion: mAP gain below margin" in markdown
-
-
-def test_the_first_model_has_no_champion_to_compare_with() -> None:
-    markdown = retrain_report_markdown(training_report(champion_comparison=None))
-
-    assert "no champion to compare with" in markdown
-
-
-def test_the_retrain_report_counts_the_labels_it_imported() -> None:
-    labels = {"rows": 90, "imported_images": 88, "problem_counts": {"unknown_key": 2}}
-
-    markdown = retrain_report_markdown(training_report(), labels=labels)
-
-    assert "| labels imported | 88 images from 90 rows (2 problem rows) |" in markdown
-
-
-def test_the_score_summary_lists_the_counts_each_failure_reason_and_the_speed() -> None:
-    rows = {row["figure"]: row["value"] for row in score_summary_rows(score_report())}
-
-    assert rows["model version"] == "v2"
-    assert (rows["objects listed"], rows["new images"], rows["scored"], rows["failed"]) == (
-        120,
-        100,
-        97,
-        3,
-    )
-    assert rows["failed: truncated_image"] == 2
-    assert rows["failed: not_an_image"] == 1
-    assert rows["images/s"] == 48.25
+from tests.reports.examples import score_report, training_report
 
 
 def _run_id(state: Any) -> Any:

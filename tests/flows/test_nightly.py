@@ -26,8 +26,8 @@ def test_a_nightly_run_with_nothing_labelled_completes_without_scoring_or_traini
     state = nightly_flow(return_state=True)
 
     result = state.result()
-    assert result["scoring"] is None
-    assert result["retrain"] is None
+    assert result.scoring is None
+    assert result.retrain is None
     [report] = read_artifacts(NIGHTLY_REPORT_KEY, state.state_details.flow_run_id)
     assert "there is no champion model yet" in report.data
     assert "there are no labels to train on" in report.data
@@ -47,8 +47,8 @@ def test_the_first_night_with_a_labels_manifest_trains_a_champion_then_scores_th
 
     result = nightly_flow()
 
-    assert result["decision"]["retrain"]
-    assert result["retrain"]["labels"] is None  # the nightly run imported the manifest itself
-    assert result["retrain"]["training"]["status"] == "champion"
-    assert result["scoring"]["model_version"] == result["retrain"]["training"]["version"]
-    assert result["scoring"]["scored"] == len(truth)
+    assert result.decision.retrain
+    assert result.retrain.labels is None  # the nightly run imported the manifest itself
+    assert result.retrain.training.status == "champion"
+    assert result.scoring.model_version == result.retrain.training.version
+    assert result.scoring.scored == len(truth)

@@ -60,10 +60,10 @@ def test_the_flow_scores_every_image_once_across_several_shard_runs(
 
         report = score_flow()
 
-        assert report["scored"] == IMAGES and report["pending"] == IMAGES
+        assert report.scored == IMAGES and report.pending == IMAGES
         assert score_counts(workspace, champion.id) == {workspace.store.uri(k): 1 for k in keys}
         runs = _shard_runs(workspace)
-        assert sorted(run_id for run_id, _, _ in runs) == report["run_ids"]
+        assert sorted(run_id for run_id, _, _ in runs) == report.run_ids
         assert len(runs) == SHARDS
         assert {status for _, status, _ in runs} == {"succeeded"}
         ranges = {run_id: parameters["image_ids"] for run_id, _, parameters in runs}
@@ -83,10 +83,10 @@ def test_rescoring_all_images_in_shards_replaces_each_row_once(
 
         again = score_flow(mode="all")
 
-        assert again["scored"] == IMAGES and len(again["run_ids"]) == SHARDS
+        assert again.scored == IMAGES and len(again.run_ids) == SHARDS
         assert score_counts(workspace, champion.id) == {workspace.store.uri(k): 1 for k in keys}
         written_by = {run_id for (run_id,) in query(workspace, "select run_id from scores")}
-        assert written_by == set(again["run_ids"]) and not written_by & set(first["run_ids"])
+        assert written_by == set(again.run_ids) and not written_by & set(first.run_ids)
 
 
 def test_shards_in_the_flow_process_report_progress_batch_by_batch(
@@ -182,8 +182,8 @@ def test_a_two_worker_dask_cluster_writes_the_rows_a_single_process_run_writes(
         dask_rows = _written_rows(clustered)
         runs = _shard_runs(clustered)
 
-    assert dask_report["scored"] == single_report["scored"] == IMAGES
-    assert dask_report["failed"] == single_report["failed"] == 1
+    assert dask_report.scored == single_report.scored == IMAGES
+    assert dask_report.failed == single_report.failed == 1
     assert dask_rows["images"] == single_rows["images"]
     assert [row[:2] for row in dask_rows["scores"]] == [row[:2] for row in single_rows["scores"]]
     for (_, _, clustered_probabilities), (_, _, single_probabilities) in zip(

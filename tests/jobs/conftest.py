@@ -9,12 +9,14 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlc_core.jobs.demo_data import make_synthetic_images
 from mlc_core.jobs.labels_import import import_labels
-from mlc_core.jobs.train import TrainingReport, train_model_version
+from mlc_core.jobs.training.report import TrainingReport
+from mlc_core.jobs.training.train import train_model_version
 from mlc_core.jobs.workspace import Workspace, open_workspace
 from mlc_core.settings import Settings, load_settings
 
@@ -36,6 +38,40 @@ def workspace(isolated_mlc_environment: Path) -> Iterator[Workspace]:
     opened = open_workspace(tiny_settings(isolated_mlc_environment))
     yield opened
     opened.close()
+
+
+def _backend_workspace(request: pytest.FixtureRequest, home: Path, backend: str) -> Any:
+    """A workspace on ``backend`` with the scoring settings of the test module (``SCORING``)."""
+    from tests.jobs.scoring_support import open_backend
+
+    return open_backend(request, home, backend, scoring=getattr(request.module, "SCORING", {}))
+
+
+@pytest.fixture(params=["embedded", "servers"])
+def each_backend(
+    request: pytest.FixtureRequest, isolated_mlc_environment: Path
+) -> Iterator[Workspace]:
+    """The embedded defaults, then PostgreSQL and SeaweedFS: for behaviour on both."""
+    with _backend_workspace(request, isolated_mlc_environment, request.param) as opened:
+        yield opened
+
+
+@pytest.fixture
+def server_workspace(
+    request: pytest.FixtureRequest, isolated_mlc_environment: Path
+) -> Iterator[Workspace]:
+    """PostgreSQL and SeaweedFS, for behaviour that only servers show (row locks, outages)."""
+    with _backend_workspace(request, isolated_mlc_environment, "servers") as opened:
+        yield opened
+
+
+@pytest.fixture
+def embedded_workspace(
+    request: pytest.FixtureRequest, isolated_mlc_environment: Path
+) -> Iterator[Workspace]:
+    """The embedded defaults only, for behaviour that does not depend on the backends."""
+    with _backend_workspace(request, isolated_mlc_environment, "embedded") as opened:
+        yield opened
 
 
 def put_synthetic_images(

@@ -146,7 +146,7 @@ def open_backend(request: Any, home: Path, backend: str, **overrides: Any) -> It
 SCORING_PROCESS = """
 import json, os, sys, time
 from pathlib import Path
-from mlc_core.jobs.score import score_images
+from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import open_workspace
 from mlc_core.settings import load_settings
 
@@ -163,7 +163,7 @@ print(json.dumps(report.as_dict()), flush=True)
 def start_scoring_process(
     settings: Any, *, pause: float, go_file: Path | None = None
 ) -> subprocess.Popen[str]:
-    """Start ``mlc_core.jobs.score.score_images`` in a new Python process on ``settings``."""
+    """Start ``mlc_core.jobs.scoring.score_images`` in a new Python process on ``settings``."""
     environment = {name: value for name, value in os.environ.items() if not name.startswith("MLC_")}
     environment.update(
         {

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlc_core.db.queries import labels_by_image
+from mlc_core.db.labels import labels_by_image
 from mlc_core.errors import LabelsFileError
 from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.workspace import Workspace
@@ -89,3 +89,44 @@ def test_filename_column_and_key_prefix_accept_bare_file_names(three_images: Wor
             key_prefix="images/",
         )
     assert report.imported_images == 1
+
+
+def test_a_stray_carriage_return_is_one_bad_row_and_not_half_a_row(three_images: Workspace) -> None:
+    data = b"key,tags\nimages/a.jpg,sea|sun\rset\nimages/b.jpg,trees\n"
+
+    report = _import(three_images, data)
+
+    assert [(p.line, p.kind) for p in report.problems] == [(2, "stray_carriage_return")]
+    labels = _labels(three_images)
+    assert three_images.store.uri("images/a.jpg") not in labels
+    assert labels[three_images.store.uri("images/b.jpg")] == {"trees": True}
+
+
+def test_a_file_with_carriage_returns_only_is_read_line_by_line(three_images: Workspace) -> None:
+    report = _import(three_images, b"key,tags\rimages/a.jpg,sea\rimages/b.jpg,trees\r")
+
+    assert report.imported_images == 2 and not report.problems
+
+
+def test_a_field_over_128_kib_is_one_bad_row(three_images: Workspace) -> None:
+    huge = b"x" * (200 * 1024)
+    data = b"key,tags\nimages/a.jpg," + huge + b"\nimages/b.jpg,trees\n"
+
+    report = _import(three_images, data)
+
+    assert [(p.line, p.kind) for p in report.problems] == [(2, "field_too_long")]
+    assert report.imported_images == 1
+
+
+def test_a_quoted_field_may_span_lines_and_later_rows_keep_their_line(
+    three_images: Workspace,
+) -> None:
+    data = b'key,tags\nimages/a.jpg,"sea|\nsunset"\nimages/missing.jpg,trees\n'
+
+    report = _import(three_images, data)
+
+    assert _labels(three_images)[three_images.store.uri("images/a.jpg")] == {
+        "sea": True,
+        "sunset": True,
+    }
+    assert [(p.line, p.kind) for p in report.problems] == [(4, "unknown_key")]

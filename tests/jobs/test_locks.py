@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -23,22 +21,15 @@ from mlc_core.jobs.locks import (
     scoring_lock_names,
 )
 from mlc_core.jobs.workspace import Workspace
-from tests.jobs.scoring_support import open_backend, query
+from tests.jobs.scoring_support import query
 
 LEASE_SECONDS = 2.0
+SCORING = {"claim_lease_seconds": LEASE_SECONDS}
 
 
-@pytest.fixture(params=["embedded", "servers"])
-def workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    with open_backend(
-        request,
-        isolated_mlc_environment,
-        request.param,
-        scoring={"claim_lease_seconds": LEASE_SECONDS},
-    ) as opened:
-        yield opened
+@pytest.fixture
+def workspace(each_backend: Workspace) -> Workspace:
+    return each_backend
 
 
 def test_a_second_holder_of_the_same_lock_waits_and_gives_up_at_its_timeout(

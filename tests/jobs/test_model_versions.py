@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from PIL import Image as PILImage
 from sqlalchemy import select
 
 from mlc_core.db.model_versions import get_champion, promote_model_version
 from mlc_core.db.models import ModelVersion, Score
 from mlc_core.errors import ModelIntegrityError, TrainingDataError, UnknownBackbone
 from mlc_core.jobs.labels_import import import_labels
-from mlc_core.jobs.score import score_images
-from mlc_core.jobs.train import train_model_version
-from mlc_core.jobs.workspace import Workspace
+from mlc_core.jobs.scoring import score_images
+from mlc_core.jobs.training.train import train_model_version
+from mlc_core.jobs.workspace import Workspace, open_workspace
 from tests.jobs.conftest import (
     TrainedSnapshot,
     TrainedWorkspace,
     WorkspaceFiles,
     labels_csv,
     put_synthetic_images,
+    tiny_settings,
 )
 from tests.jobs.scoring_support import register_champion
 
@@ -67,7 +71,7 @@ def test_a_candidate_that_does_not_beat_the_champion_stays_candidate_with_the_re
     assert second.status == "candidate"
     assert "margin" in second.decision
     assert second.champion_comparison is not None
-    assert second.champion_comparison["champion_version"] == first.version
+    assert second.champion_comparison.champion_version == first.version
     with workspace.transaction() as session:
         champion = get_champion(session)
         candidate = session.scalars(select(ModelVersion).where(ModelVersion.version == "v2")).one()
@@ -166,3 +170,24 @@ def test_an_unknown_backbone_lists_the_known_ones(
     with pytest.raises(UnknownBackbone, match="compact_cnn"):
         train_model_version(workspace, settings)
     assert list(workspace.store.iter_objects("models/")) == []
+
+
+def test_training_refuses_images_above_the_scorers_pixel_limit(
+    isolated_mlc_environment: Path, labelled: dict[str, tuple[str, ...]]
+) -> None:
+    keys = sorted(labelled)
+    # 96 x 96 synthetic images; one labelled image is replaced by a larger one.
+    big = io.BytesIO()
+    PILImage.new("RGB", (200, 200), (200, 30, 30)).save(big, "JPEG")
+    settings = tiny_settings(isolated_mlc_environment, scoring={"max_image_pixels": 96 * 96})
+    workspace = open_workspace(settings)
+    try:
+        workspace.store.put(keys[0], big.getvalue())
+        report = train_model_version(workspace, settings.training)
+    finally:
+        workspace.close()
+
+    # The same limit and the same reason scoring would record.
+    assert list(report.unreadable_images) == [keys[0]]
+    assert "above the limit" in report.unreadable_images[keys[0]]
+    assert "MLC_SCORING__MAX_IMAGE_PIXELS" in report.unreadable_images[keys[0]]

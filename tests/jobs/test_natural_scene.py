@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mlc_core.jobs.labels_import import import_labels
-from mlc_core.jobs.score import score_images
-from mlc_core.jobs.train import train_model_version
+from mlc_core.jobs.scoring import score_images
+from mlc_core.jobs.training.train import train_model_version
 from mlc_core.jobs.workspace import Workspace
 
 SAMPLE = 80

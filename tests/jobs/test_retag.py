@@ -4,35 +4,28 @@ without inference."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from mlc_core.db.model_versions import get_model_version, override_threshold
 from mlc_core.errors import ModelError, NoChampionModel
 from mlc_core.jobs.retag import retag_images
-from mlc_core.jobs.score import score_images
+from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import Workspace
 from tests.jobs.scoring_support import (
     CLASSES,
-    open_backend,
     put_tiny_images,
     query,
     register_champion,
 )
 
 IMAGES = 12
+SCORING = {"batch_size": 4}
 
 
 @pytest.fixture
-def workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    with open_backend(
-        request, isolated_mlc_environment, "embedded", scoring={"batch_size": 4}
-    ) as opened:
-        yield opened
+def workspace(embedded_workspace: Workspace) -> Workspace:
+    return embedded_workspace
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from sqlalchemy import text
 
 from mlc_core.db.engine import create_db_engine
 from mlc_core.db.migrate import upgrade_schema
-from mlc_core.db.queries import find_images_with_tags
+from mlc_core.db.scores import find_images_with_tags
 from mlc_core.errors import SchemaOutOfDate
 from mlc_core.jobs.labels_import import import_labels
-from mlc_core.jobs.score import score_images
-from mlc_core.jobs.train import train_model_version
+from mlc_core.jobs.scoring import score_images
+from mlc_core.jobs.training.train import train_model_version
 from mlc_core.jobs.workspace import open_workspace
 from tests.jobs.conftest import labels_csv, put_synthetic_images, tiny_settings
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mlc_core.db.labels import LabelRecord, upsert_labels
 from mlc_core.db.model_versions import create_model_version, promote_model_version
-from mlc_core.db.queries import LabelRecord, upsert_labels
 from mlc_core.db.runs import finish_run, start_run
 from mlc_core.jobs.schedule import current_champion_version, decide_retrain
 from mlc_core.jobs.workspace import Workspace

@@ -5,17 +5,15 @@ between listing and reading, and a configurable pixel limit too."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from mlc_core.images import sniff_image_format
-from mlc_core.jobs.score import ScoreReport, discover_images, score_images
+from mlc_core.jobs.scoring import ScoreReport, score_images
+from mlc_core.jobs.scoring.plan import discover_images
 from mlc_core.jobs.workspace import Workspace
 from tests.imagefactory import BAD_IMAGES, GOOD_ODD_IMAGES
 from tests.jobs.scoring_support import (
-    open_backend,
     put_tiny_images,
     query,
     register_champion,
@@ -47,12 +45,9 @@ BAD_FILES = {
 ODD_KEYS = ["images/with space/a photo (1).jpg", "images/ünïcødé/写真 — été.JPG"]
 
 
-@pytest.fixture(params=["embedded", "servers"])
-def workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    with open_backend(request, isolated_mlc_environment, request.param, scoring=SCORING) as opened:
-        yield opened
+@pytest.fixture
+def workspace(each_backend: Workspace) -> Workspace:
+    return each_backend
 
 
 def _good_key(name: str, data: bytes) -> str:

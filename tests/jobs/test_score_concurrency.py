@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from mlc_core.db.claims import ScoringScope, claim_images, release_claims
 from mlc_core.db.models import Image, ScoreClaim, utc_now
-from mlc_core.db.queries import ScoreRecord, write_scores
-from mlc_core.db.runs import start_run
-from mlc_core.db.work import ScoringScope, claim_images, record_heartbeat, release_claims
-from mlc_core.jobs.score import ScoreReport, discover_images, score_images
+from mlc_core.db.runs import record_heartbeat, start_run
+from mlc_core.db.scores import ImageScore, write_scores
+from mlc_core.jobs.scoring import ScoreReport, score_images
+from mlc_core.jobs.scoring.plan import discover_images
 from mlc_core.jobs.workspace import Workspace
 from tests.jobs.scoring_support import (
     finished_report,
-    open_backend,
     put_tiny_images,
     query,
     register_champion,
@@ -38,19 +36,8 @@ LEASE = timedelta(seconds=60)
 
 
 @pytest.fixture
-def server_workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    with open_backend(request, isolated_mlc_environment, "servers", scoring=SCORING) as opened:
-        yield opened
-
-
-@pytest.fixture(params=["embedded", "servers"])
-def workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    with open_backend(request, isolated_mlc_environment, request.param, scoring=SCORING) as opened:
-        yield opened
+def workspace(each_backend: Workspace) -> Workspace:
+    return each_backend
 
 
 def test_two_concurrent_runs_on_postgresql_never_score_an_image_twice(
@@ -142,7 +129,7 @@ def test_images_claimed_by_a_live_run_are_left_to_it_until_it_scores_them(
                 session,
                 champion.id,
                 live_id,
-                [ScoreRecord(image_id, [0.1] * 5, []) for image_id in held],
+                [ImageScore(image_id, [0.1] * 5, []) for image_id in held],
             )
             release_claims(session, run_id=live_id, model_version_id=champion.id, image_ids=held)
 
@@ -233,7 +220,7 @@ def test_many_runs_claiming_and_finishing_batches_at_once_never_hold_an_image_to
                         session,
                         champion.id,
                         run_id,
-                        [ScoreRecord(image_id, [0.1] * 5, []) for image_id in held],
+                        [ImageScore(image_id, [0.1] * 5, []) for image_id in held],
                     )
                     release_claims(
                         session, run_id=run_id, model_version_id=champion.id, image_ids=held

@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from mlc_core.jobs.score import score_images
+from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import Workspace
 from tests.jobs.scoring_support import (
     CLASSES,
-    open_backend,
     put_tiny_images,
     query,
     register_champion,
@@ -32,12 +29,9 @@ THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7]
 SCORING = {"batch_size": BATCH_SIZE, "read_workers": 4, "claim_lease_seconds": LEASE_SECONDS}
 
 
-@pytest.fixture(params=["embedded", "servers"])
-def workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    with open_backend(request, isolated_mlc_environment, request.param, scoring=SCORING) as opened:
-        yield opened
+@pytest.fixture
+def workspace(each_backend: Workspace) -> Workspace:
+    return each_backend
 
 
 def _committed_scores(workspace: Workspace) -> int:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 
 from mlc_core.errors import StorageError, StoreUnavailable
-from mlc_core.jobs.score import score_images
+from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import Workspace
 from tests.jobs.scoring_support import (
-    open_backend,
     put_tiny_images,
     query,
     register_champion,
@@ -26,29 +24,9 @@ from tests.jobs.scoring_support import (
 SCORING = {"batch_size": 8, "read_workers": 4}
 
 
-@pytest.fixture(params=["embedded", "servers"])
-def workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    with open_backend(request, isolated_mlc_environment, request.param, scoring=SCORING) as opened:
-        yield opened
-
-
 @pytest.fixture
-def server_workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    with open_backend(request, isolated_mlc_environment, "servers", scoring=SCORING) as opened:
-        yield opened
-
-
-@pytest.fixture
-def local_workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    """The embedded defaults only, for behaviour that does not depend on the backends."""
-    with open_backend(request, isolated_mlc_environment, "embedded", scoring=SCORING) as opened:
-        yield opened
+def workspace(each_backend: Workspace) -> Workspace:
+    return each_backend
 
 
 def test_first_run_scores_every_image_and_a_rerun_scores_nothing(workspace: Workspace) -> None:
@@ -84,57 +62,57 @@ def test_only_new_and_changed_images_are_scored_by_the_next_run(workspace: Works
     assert current == [(1,)]
 
 
-def test_deleted_objects_keep_their_rows_and_tags(local_workspace: Workspace) -> None:
-    register_champion(local_workspace, thresholds=[0.0001] * 5)
-    keys = put_tiny_images(local_workspace, 6)
-    score_images(local_workspace)
-    tags_before = query(local_workspace, "select count(*) from current_tags")
-    local_workspace.store.delete(keys[0])
+def test_deleted_objects_keep_their_rows_and_tags(embedded_workspace: Workspace) -> None:
+    register_champion(embedded_workspace, thresholds=[0.0001] * 5)
+    keys = put_tiny_images(embedded_workspace, 6)
+    score_images(embedded_workspace)
+    tags_before = query(embedded_workspace, "select count(*) from current_tags")
+    embedded_workspace.store.delete(keys[0])
 
-    report = score_images(local_workspace)
+    report = score_images(embedded_workspace)
 
     assert (report.listed, report.scored, report.skipped) == (5, 0, {})
-    assert query(local_workspace, "select count(*) from current_tags") == tags_before
-    assert query(local_workspace, "select count(*) from images where superseded_at is null") == [
+    assert query(embedded_workspace, "select count(*) from current_tags") == tags_before
+    assert query(embedded_workspace, "select count(*) from images where superseded_at is null") == [
         (6,)
     ]
 
 
-def test_several_prefixes_are_listed_and_scored_in_one_run(local_workspace: Workspace) -> None:
-    champion = register_champion(local_workspace)
-    put_tiny_images(local_workspace, 3, folder="cameras/north/")
-    put_tiny_images(local_workspace, 4, folder="cameras/south/")
-    put_tiny_images(local_workspace, 5, folder="elsewhere/")
+def test_several_prefixes_are_listed_and_scored_in_one_run(embedded_workspace: Workspace) -> None:
+    champion = register_champion(embedded_workspace)
+    put_tiny_images(embedded_workspace, 3, folder="cameras/north/")
+    put_tiny_images(embedded_workspace, 4, folder="cameras/south/")
+    put_tiny_images(embedded_workspace, 5, folder="elsewhere/")
 
-    report = score_images(local_workspace, prefixes=["cameras/north/", "cameras/south/"])
+    report = score_images(embedded_workspace, prefixes=["cameras/north/", "cameras/south/"])
 
     assert (report.listed, report.scored) == (7, 7)
-    assert len(score_counts(local_workspace, champion.id)) == 7
+    assert len(score_counts(embedded_workspace, champion.id)) == 7
 
 
 def test_objects_without_an_image_extension_are_skipped_and_counted(
-    local_workspace: Workspace,
+    embedded_workspace: Workspace,
 ) -> None:
-    register_champion(local_workspace)
-    put_tiny_images(local_workspace, 3)
-    local_workspace.store.put("images/readme.txt", b"notes")
-    local_workspace.store.put("images/photo.jpg.json", b"{}")
+    register_champion(embedded_workspace)
+    put_tiny_images(embedded_workspace, 3)
+    embedded_workspace.store.put("images/readme.txt", b"notes")
+    embedded_workspace.store.put("images/photo.jpg.json", b"{}")
 
-    report = score_images(local_workspace)
+    report = score_images(embedded_workspace)
 
     assert (report.listed, report.scored, report.skipped) == (5, 3, {"not_an_image_type": 2})
-    assert query(local_workspace, "select count(*) from images") == [(3,)]
+    assert query(embedded_workspace, "select count(*) from images") == [(3,)]
 
 
-def test_a_run_records_its_counts_and_throughput(local_workspace: Workspace) -> None:
-    register_champion(local_workspace)
-    put_tiny_images(local_workspace, 9)
-    local_workspace.store.put("images/broken.jpg", b"<html>502 Bad Gateway</html>")
+def test_a_run_records_its_counts_and_throughput(embedded_workspace: Workspace) -> None:
+    register_champion(embedded_workspace)
+    put_tiny_images(embedded_workspace, 9)
+    embedded_workspace.store.put("images/broken.jpg", b"<html>502 Bad Gateway</html>")
 
-    report = score_images(local_workspace)
+    report = score_images(embedded_workspace)
 
     [(status, counts)] = query(
-        local_workspace, "select status, counts from runs where id = :id", id=report.run_id
+        embedded_workspace, "select status, counts from runs where id = :id", id=report.run_id
     )
     counts = counts if isinstance(counts, dict) else json.loads(counts)
     assert status == "succeeded"

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from mlc_core.jobs.score import score_images
+from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import Workspace
 from tests.jobs.scoring_support import (
-    open_backend,
     put_tiny_images,
     query,
     register_champion,
@@ -23,11 +20,8 @@ SCORING = {"batch_size": 4, "read_workers": 2}
 
 
 @pytest.fixture
-def workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    with open_backend(request, isolated_mlc_environment, "embedded", scoring=SCORING) as opened:
-        yield opened
+def workspace(embedded_workspace: Workspace) -> Workspace:
+    return embedded_workspace
 
 
 def _with_pixel_limit(workspace: Workspace, max_pixels: int) -> Workspace:

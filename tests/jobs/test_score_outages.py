@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import boto3
 import pytest
@@ -15,10 +14,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
 from mlc_core.errors import DatabaseUnavailable, StoreUnavailable
-from mlc_core.jobs.score import ScoreProgress, score_images
+from mlc_core.jobs.scoring import ScoreProgress, score_images
 from mlc_core.jobs.workspace import Workspace
 from tests.jobs.scoring_support import (
-    open_backend,
     put_tiny_images,
     query,
     register_champion,
@@ -33,11 +31,8 @@ SCORING = {"batch_size": BATCH_SIZE, "read_workers": 2, "claim_lease_seconds": 2
 
 
 @pytest.fixture
-def workspace(
-    request: pytest.FixtureRequest, isolated_mlc_environment: Path
-) -> Iterator[Workspace]:
-    with open_backend(request, isolated_mlc_environment, "servers", scoring=SCORING) as opened:
-        yield opened
+def workspace(server_workspace: Workspace) -> Workspace:
+    return server_workspace
 
 
 def _once_a_batch_is_committed(

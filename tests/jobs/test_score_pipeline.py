@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlc_core.jobs.score import BATCHES_IN_FLIGHT, ScoreProgress, score_images
+from mlc_core.jobs.scoring import ScoreProgress, score_images
+from mlc_core.jobs.scoring.pipeline import BATCHES_IN_FLIGHT
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.settings import load_settings
 from mlc_core.storage import LocalStore

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlc_core.jobs.retag import retag_images
-from mlc_core.jobs.score import score_images
+from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import Workspace
 from tests.jobs.scoring_support import open_backend, put_tiny_images, query, register_champion
 

@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import text
 
 from mlc_core.db.model_versions import get_champion, list_model_versions
-from mlc_core.db.queries import find_images_with_tags
+from mlc_core.db.scores import find_images_with_tags
 from mlc_core.errors import NoChampionModel, TrainingDataError
-from mlc_core.jobs.score import score_images
-from mlc_core.jobs.train import train_model_version
+from mlc_core.jobs.scoring import score_images
+from mlc_core.jobs.training.train import train_model_version
 from mlc_core.jobs.workspace import Workspace
 from tests.jobs.conftest import TrainedWorkspace
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, hamming_loss
 
-from mlc_core.model.metrics import evaluate_predictions
+from mlc_core.model.metrics import evaluate_predictions, mean_average_precision
 
 CLASSES = ["sky", "sea", "tree", "road"]
 THRESHOLDS = [0.5, 0.3, 0.6, 0.4]
@@ -123,3 +123,27 @@ def test_empty_evaluation_set_is_refused() -> None:
 def test_nan_probabilities_are_refused() -> None:
     with pytest.raises(ValueError, match="NaN"):
         evaluate_predictions(np.array([[1], [0]]), np.array([[np.nan], [0.1]]), [0.5], ["a"])
+
+
+def test_mean_average_precision_skips_classes_without_positives() -> None:
+    labels = np.array([[1, 0], [0, 0], [1, 0]], dtype=np.float32)
+    probabilities = np.array([[0.9, 0.5], [0.1, 0.5], [0.8, 0.5]], dtype=np.float32)
+
+    assert mean_average_precision(labels, probabilities) == pytest.approx(1.0)
+
+
+def test_one_mean_average_precision_without_any_positive_is_none_for_training_and_evaluation() -> (
+    None
+):
+    labels = np.zeros((3, 2), dtype=np.float32)
+    probabilities = np.full((3, 2), 0.4, dtype=np.float32)
+
+    # The training loop's early stopping and the version's test metrics use one function, and
+    # an undefined mean is one documented value (None), never NaN in one and None in the other.
+    assert mean_average_precision(labels, probabilities) is None
+    assert (
+        evaluate_predictions(labels, probabilities, [0.5, 0.5], ["a", "b"])[
+            "mean_average_precision"
+        ]
+        is None
+    )

@@ -1,5 +1,5 @@
-"""Statement helpers shared by the query modules: bounded IN lists, insert-or-ignore, objects
-carried over from an earlier session, and the database's clock."""
+"""Statement helpers the query modules share: bounded IN lists, insert-or-ignore, prefix
+matching, objects carried over from an earlier session, and the database's clock."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, false, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from mlc_core.db.models import Base
 from mlc_core.errors import DatabaseError
@@ -42,6 +42,19 @@ def insert_ignoring_conflicts(
 ) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that skips rows colliding with ``conflict_columns``' unique constraint."""
     return dialect_insert(session, model).on_conflict_do_nothing(index_elements=conflict_columns)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def starts_with_any(
+    column: InstrumentedAttribute[str], prefixes: Sequence[str]
+) -> ColumnElement[bool]:
+    """``column`` starts with one of ``prefixes`` (none: false)."""
+    if not prefixes:
+        return false()
+    return or_(*(column.like(_escape_like(p) + "%", escape="\\") for p in prefixes))
 
 
 def in_session(session: Session, instance: _M) -> _M:

@@ -8,7 +8,7 @@ empty loses nothing.
 A plan is discovery followed by a split of the images that need a score into shards: ranges of
 image ids holding ``MLC_SCORING__SHARD_SIZE`` pending images each. A shard is plain data, so an
 orchestrator can hand each one to a task on any machine (see
-:func:`mlc_core.jobs.score.score_shard`); the plan holds a few numbers per shard, never the
+:func:`mlc_core.jobs.scoring.score.score_shard`); the plan holds a few numbers per shard, never the
 image list.
 """
 
@@ -17,30 +17,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError
 
+from mlc_core.db.claims import ScoreMode, ScoringScope, check_score_mode, pending_image_ranges
 from mlc_core.db.engine import database_failure
-from mlc_core.db.model_versions import get_champion
-from mlc_core.db.models import utc_now
-from mlc_core.db.queries import ImageRecord, register_images
-from mlc_core.db.work import (
-    SCORE_MODES,
-    ScoreMode,
-    ScoringScope,
+from mlc_core.db.images import (
+    ImageRecord,
+    find_image_versions,
     has_current_images,
-    pending_image_ranges,
-    registered_image_versions,
+    register_images,
 )
-from mlc_core.errors import NoChampionModel
+from mlc_core.db.model_versions import require_champion
+from mlc_core.db.models import utc_now
 from mlc_core.images import has_image_extension
-from mlc_core.jobs.scoring_reports import ScoreReport
+from mlc_core.jobs.scoring.reports import ScoreReport
 from mlc_core.jobs.workspace import Workspace
-from mlc_core.storage import validate_prefix
-
-__all__ = ["NOT_AN_IMAGE_TYPE", "ScoringPlan", "ScoringShard", "discover_images", "plan_scoring"]
+from mlc_core.storage import ObjectInfo, validate_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +48,7 @@ class ScoringShard:
 
     Only ids, names and a time, so it travels to another process or machine as a task
     parameter; whoever scores it opens the database and the store from its own settings,
-    which must name the ones the plan was made in (:func:`~mlc_core.jobs.score.score_shard`
+    which must name the ones the plan was made in (:func:`~mlc_core.jobs.scoring.score_shard`
     checks).
 
     Attributes:
@@ -83,6 +78,11 @@ class ScoringShard:
     since: datetime
     batch_size: int
 
+    @property
+    def id_range(self) -> list[int]:
+        """``[first id, last id]``, as the shard's run records it."""
+        return [self.first_image_id, self.last_image_id]
+
 
 @dataclass
 class ScoringPlan:
@@ -110,112 +110,120 @@ def discover_images(workspace: Workspace, prefixes: Sequence[str], report: Score
             images = [info for info in page if has_image_extension(info.key)]
             if len(images) < len(page):
                 report.skip(NOT_AN_IMAGE_TYPE, len(page) - len(images))
-            if not images:
-                continue
-            listed_images += len(images)
-            records = [
-                ImageRecord(store.uri(info.key), info.etag, info.size, info.modified)
-                for info in images
-            ]
-            with workspace.transaction() as session:
-                known = registered_image_versions(session, [(r.uri, r.etag) for r in records])
-                # A nightly listing is mostly known, current images: nothing to write for them.
-                if len(known) < len(records) or not all(known.values()):
-                    register_images(session, records)
-            report.new += len(records) - len(known)
+            if images:
+                listed_images += len(images)
+                report.new += _register_page(workspace, images)
         if listed_images == 0:
-            with workspace.transaction() as session:
-                known_before = has_current_images(session, store.root_uri + prefix)
-            if known_before:
-                warning = (
-                    f"the listing of {store.url} under {prefix!r} has no images although images "
-                    "were registered there before; nothing was marked deleted (check the store "
-                    "URL and the prefix)"
-                )
-                logger.warning(warning)
-                report.warnings.append(warning)
+            _warn_if_images_vanished(workspace, prefix, report)
+
+
+def _register_page(workspace: Workspace, images: list[ObjectInfo]) -> int:
+    """Register one listing page's images; returns how many versions were new."""
+    store = workspace.store
+    records = [
+        ImageRecord(store.uri(info.key), info.etag, info.size, info.modified) for info in images
+    ]
+    with workspace.transaction() as session:
+        known = find_image_versions(session, [(r.uri, r.etag) for r in records])
+        # A nightly listing is mostly known, current images: nothing to write for them.
+        if len(known) < len(records) or not all(version.current for version in known.values()):
+            register_images(session, records)
+    return len(records) - len(known)
+
+
+def _warn_if_images_vanished(workspace: Workspace, prefix: str, report: ScoreReport) -> None:
+    store = workspace.store
+    with workspace.transaction() as session:
+        known_before = has_current_images(session, store.root_uri + prefix)
+    if known_before:
+        warning = (
+            f"the listing of {store.url} under {prefix!r} has no images although images "
+            "were registered there before; nothing was marked deleted (check the store "
+            "URL and the prefix)"
+        )
+        logger.warning(warning)
+        report.warnings.append(warning)
 
 
 def plan_scoring(
     workspace: Workspace,
     *,
     prefixes: Sequence[str] | None = None,
-    mode: ScoreMode = "new",
+    mode: str = "new",
     batch_size: int | None = None,
     shard_size: int | None = None,
 ) -> ScoringPlan:
     """Register the images under ``prefixes`` and split the pending ones into shards.
 
-    Args:
-        workspace: the store to list and the database to register in.
-        prefixes: key prefixes to score; default the images prefix from the settings.
-        mode: ``new``, ``stale``, ``all`` or ``failed`` (see
-            :func:`mlc_core.jobs.score.score_images`).
-        batch_size: images per inference batch and per transaction, for the shards.
-        shard_size: pending images per shard; default ``MLC_SCORING__SHARD_SIZE``.
+    ``prefixes``, ``mode`` and ``batch_size`` are as for
+    :func:`mlc_core.jobs.scoring.score_images`; ``shard_size`` (pending images per shard)
+    defaults to ``MLC_SCORING__SHARD_SIZE``.
 
     Returns:
         Discovery's counts with the pending total, and the shards in id order (none when
         nothing is pending).
 
     Raises:
-        NoChampionModel: no model has been trained yet.
-        ValueError: an unknown mode.
-        InvalidKey: a bad prefix.
-        StorageError: the listing failed; the pages registered before stay registered.
-        DatabaseError: the database failed.
+        NoChampionModel, ValueError (an unknown mode), InvalidKey (a bad prefix): before any
+            work. StorageError, DatabaseError: the listing or the database failed; the pages
+            registered before stay registered.
     """
-    if mode not in SCORE_MODES:
-        raise ValueError(f"unknown scoring mode {mode!r}; expected one of {', '.join(SCORE_MODES)}")
+    checked_mode = check_score_mode(mode)
     settings = workspace.settings
-    prefixes = [validate_prefix(p) for p in (prefixes or [settings.images_prefix])]
-    batch_size = batch_size or settings.scoring.batch_size
-    shard_size = shard_size or settings.scoring.shard_size
+    chosen = [validate_prefix(p) for p in (prefixes or [settings.images_prefix])]
+    size = shard_size or settings.scoring.shard_size
     started = time.monotonic()
     # Taken before discovery, as a single run takes its start: whatever is written after it
     # by another run counts as done in the `all` and `failed` modes.
     since = utc_now()
     try:
+        report, scope = _discover(workspace, chosen, checked_mode, since)
         with workspace.transaction() as session:
-            champion = get_champion(session)
-            if champion is None:
-                raise NoChampionModel()
-            model_version_id, model_version = champion.id, champion.version
-        report = ScoreReport(model_version=model_version, mode=mode, prefixes=prefixes)
-        discover_images(workspace, prefixes, report)
-        scope = ScoringScope(
-            model_version_id=model_version_id,
-            mode=mode,
-            uri_prefixes=tuple(workspace.store.root_uri + prefix for prefix in prefixes),
-            since=since,
-        )
-        with workspace.transaction() as session:
-            ranges = list(pending_image_ranges(session, scope, size=shard_size))
+            ranges = list(pending_image_ranges(session, scope, size=size))
     except DBAPIError as error:
         raise database_failure(workspace.engine, error) from error
+    template = ScoringShard(
+        index=0,
+        first_image_id=0,
+        last_image_id=0,
+        pending=0,
+        model_version_id=scope.model_version_id,
+        model_version=report.model_version,
+        mode=checked_mode,
+        prefixes=tuple(chosen),
+        store_uri=workspace.store.root_uri,
+        since=since,
+        batch_size=batch_size or settings.scoring.batch_size,
+    )
     shards = [
-        ScoringShard(
-            index=index,
-            first_image_id=first_id,
-            last_image_id=last_id,
-            pending=pending,
-            model_version_id=model_version_id,
-            model_version=model_version,
-            mode=mode,
-            prefixes=tuple(prefixes),
-            store_uri=workspace.store.root_uri,
-            since=since,
-            batch_size=batch_size,
-        )
-        for index, (first_id, last_id, pending) in enumerate(ranges)
+        replace(template, index=index, first_image_id=first, last_image_id=last, pending=pending)
+        for index, (first, last, pending) in enumerate(ranges)
     ]
     report.pending = sum(shard.pending for shard in shards)
     report.seconds = time.monotonic() - started
     logger.info(
         "%d images to score with %s in %d shards of up to %d",
         report.pending,
-        model_version,
+        report.model_version,
         len(shards),
-        shard_size,
+        size,
     )
     return ScoringPlan(report=report, shards=shards)
+
+
+def _discover(
+    workspace: Workspace, prefixes: list[str], mode: ScoreMode, since: datetime
+) -> tuple[ScoreReport, ScoringScope]:
+    """Discovery's report, and the scope of the images the champion has to score."""
+    with workspace.transaction() as session:
+        champion = require_champion(session)
+        model_version_id, model_version = champion.id, champion.version
+    report = ScoreReport(model_version=model_version, mode=mode, prefixes=prefixes)
+    discover_images(workspace, prefixes, report)
+    scope = ScoringScope(
+        model_version_id=model_version_id,
+        mode=mode,
+        uri_prefixes=tuple(workspace.store.root_uri + prefix for prefix in prefixes),
+        since=since,
+    )
+    return report, scope

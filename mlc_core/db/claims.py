@@ -1,4 +1,4 @@
-"""Queries of the scoring and re-tagging jobs: which images to score, who holds them, tag sets.
+"""Which images a scoring run works on, and the claims that keep two runs off one image.
 
 Scoring reads its work from the database, not from the listing: discovery registers what the
 listing shows, then scoring pages through the images that need a score in id order (keyset
@@ -10,13 +10,16 @@ picks it (PostgreSQL: ``FOR UPDATE SKIP LOCKED`` on the picked image rows, so tw
 at the same moment take different rows; SQLite: writers are serialised by ``BEGIN IMMEDIATE``)
 and releases the claims in the transaction that writes the batch's results, after which the
 images are no longer pending for anyone. A claim counts while its run is ``running`` and its
-heartbeat is younger than the lease; a dead run's claims are taken over. A shard of a sharded
-run is a scope bounded to a range of image ids (:func:`pending_image_ranges` cuts them), scored
-by a run of its own with the same claims.
+heartbeat is younger than the lease; a dead run's claims are taken over (see
+:mod:`mlc_core.db.runs` for run liveness). A shard of a sharded run is a scope bounded to a
+range of image ids (:func:`pending_image_ranges` cuts them), scored by a run of its own with the
+same claims.
 
 ``all`` and ``failed`` are relative to the run's start (``since``): a score or a failure written
 after it counts as done, so the images a concurrent run has just finished are not redone, while
 a run started later still redoes everything, as asked.
+
+Functions take a session and never commit; the caller owns the transaction.
 """
 
 from __future__ import annotations
@@ -24,26 +27,28 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
-from sqlalchemy import (
-    ColumnElement,
-    and_,
-    delete,
-    exists,
-    false,
-    func,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from mlc_core.db._statements import chunks, insert_ignoring_conflicts, starts_with_any
 from mlc_core.db.models import Image, Run, Score, ScoreClaim, utc_now
-from mlc_core.db.statements import chunks, insert_ignoring_conflicts
+from mlc_core.db.runs import end_runs
 
 ScoreMode = Literal["new", "stale", "all", "failed"]
 SCORE_MODES: tuple[ScoreMode, ...] = ("new", "stale", "all", "failed")
+
+
+def check_score_mode(mode: str) -> ScoreMode:
+    """Return ``mode`` as a scoring mode.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`SCORE_MODES`.
+    """
+    if mode not in SCORE_MODES:
+        raise ValueError(f"unknown scoring mode {mode!r}; expected one of {', '.join(SCORE_MODES)}")
+    return cast(ScoreMode, mode)
 
 
 @dataclass(frozen=True)
@@ -85,46 +90,42 @@ class ClaimedBatch:
     dead_runs_ended: list[int] = field(default_factory=list)
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _in_prefixes(uri_prefixes: Sequence[str]) -> ColumnElement[bool]:
-    if not uri_prefixes:
-        return false()
-    return or_(*(Image.uri.like(_escape_like(p) + "%", escape="\\") for p in uri_prefixes))
-
-
-def _pending_condition(scope: ScoringScope) -> ColumnElement[bool]:
+def _pending_by_mode(scope: ScoringScope) -> ColumnElement[bool]:
     model_version_id = scope.model_version_id
     scored_by_this = exists().where(
         Score.image_id == Image.id, Score.model_version_id == model_version_id
     )
-    scored_by_other = exists().where(
-        Score.image_id == Image.id, Score.model_version_id != model_version_id
-    )
-    scored_by_this_since = exists().where(
-        Score.image_id == Image.id,
-        Score.model_version_id == model_version_id,
-        Score.scored_at >= scope.since,
-    )
-    failed_since = and_(
-        Image.status == "failed", Image.failed_at.is_not(None), Image.failed_at >= scope.since
-    )
-    by_mode: dict[str, ColumnElement[bool]] = {
+    if scope.mode == "new":
         # A failed image fails again until its bytes change (a new etag is a new row), so only
         # the `failed` and `all` modes retry it.
-        "new": and_(Image.status != "failed", ~scored_by_this),
-        "stale": and_(Image.status != "failed", ~scored_by_this, scored_by_other),
-        "all": and_(~scored_by_this_since, ~failed_since),
-        "failed": and_(
-            Image.status == "failed", or_(Image.failed_at.is_(None), Image.failed_at < scope.since)
-        ),
-    }
+        return and_(Image.status != "failed", ~scored_by_this)
+    if scope.mode == "stale":
+        scored_by_other = exists().where(
+            Score.image_id == Image.id, Score.model_version_id != model_version_id
+        )
+        return and_(Image.status != "failed", ~scored_by_this, scored_by_other)
+    if scope.mode == "all":
+        scored_by_this_since = exists().where(
+            Score.image_id == Image.id,
+            Score.model_version_id == model_version_id,
+            Score.scored_at >= scope.since,
+        )
+        failed_since = and_(
+            Image.status == "failed", Image.failed_at.is_not(None), Image.failed_at >= scope.since
+        )
+        return and_(~scored_by_this_since, ~failed_since)
+    return and_(
+        Image.status == "failed", or_(Image.failed_at.is_(None), Image.failed_at < scope.since)
+    )
+
+
+def pending_condition(scope: ScoringScope) -> ColumnElement[bool]:
+    """The images the scope's run still has to score: current, under its prefixes, in its
+    id range, and pending under its mode."""
     conditions = [
         Image.superseded_at.is_(None),
-        _in_prefixes(scope.uri_prefixes),
-        by_mode[scope.mode],
+        starts_with_any(Image.uri, scope.uri_prefixes),
+        _pending_by_mode(scope),
     ]
     if scope.first_image_id is not None:
         conditions.append(Image.id >= scope.first_image_id)
@@ -153,7 +154,7 @@ def _live_claim(model_version_id: int, live_after: datetime) -> ColumnElement[bo
 
 def count_pending_images(session: Session, scope: ScoringScope) -> int:
     """How many current images under the scope's prefixes its mode would score."""
-    condition = _pending_condition(scope)
+    condition = pending_condition(scope)
     return int(session.scalar(select(func.count()).select_from(Image).where(condition)) or 0)
 
 
@@ -177,7 +178,7 @@ def pending_image_ranges(
     """
     if size < 1:
         raise ValueError(f"a range needs at least one image, got size {size}")
-    condition = _pending_condition(scope)
+    condition = pending_condition(scope)
     first = scope.first_image_id if scope.first_image_id is not None else 1
     while True:
         last = session.scalar(
@@ -211,7 +212,9 @@ def claim_images(
     """Pick the next pending images with ids above ``after_id`` and claim them for ``run_id``.
 
     Images held by a live claim are passed over; claims of dead runs (not running, or silent
-    since before ``live_after``) are replaced. The claims commit with the caller's transaction.
+    since before ``live_after``) are replaced, and those runs are ended first: a run that was
+    only slow then finds itself ended at its next heartbeat or write and stops, instead of
+    scoring the same images as this one. The claims commit with the caller's transaction.
 
     Args:
         session: a session in the caller's transaction.
@@ -225,10 +228,31 @@ def claim_images(
     Returns:
         The images now held by ``run_id`` and the cursor for the next call.
     """
+    candidates = _pick_candidates(session, scope, after_id, limit, live_after, only_ids)
+    if not candidates:
+        return ClaimedBatch(images=[], last_id=None)
+    ids = [image_id for image_id, _ in candidates]
+    ended = _end_dead_holders(session, scope, ids, run_id, live_after)
+    held = _insert_claims(session, scope, ids, run_id, live_after)
+    return ClaimedBatch(
+        images=[(image_id, uri) for image_id, uri in candidates if image_id in held],
+        last_id=ids[-1],
+        dead_runs_ended=ended,
+    )
+
+
+def _pick_candidates(
+    session: Session,
+    scope: ScoringScope,
+    after_id: int,
+    limit: int,
+    live_after: datetime,
+    only_ids: Sequence[int] | None,
+) -> list[tuple[int, str]]:
     statement = (
         select(Image.id, Image.uri)
         .where(
-            _pending_condition(scope),
+            pending_condition(scope),
             Image.id > after_id,
             ~_live_claim(scope.model_version_id, live_after),
         )
@@ -241,13 +265,12 @@ def claim_images(
         # Two runs picking at the same moment skip each other's rows instead of both picking
         # them and one then finding every claim taken.
         statement = statement.with_for_update(of=Image, skip_locked=True)
-    candidates = [(image_id, uri) for image_id, uri in session.execute(statement)]
-    if not candidates:
-        return ClaimedBatch(images=[], last_id=None)
-    ids = [image_id for image_id, _ in candidates]
-    # A run whose claims are taken over is ended first: a run that was only slow then finds
-    # itself ended at its next heartbeat or write and stops, instead of scoring the same
-    # images as this one.
+    return [(image_id, uri) for image_id, uri in session.execute(statement)]
+
+
+def _end_dead_holders(
+    session: Session, scope: ScoringScope, ids: list[int], run_id: int, live_after: datetime
+) -> list[int]:
     dead_holders = list(
         session.scalars(
             select(ScoreClaim.run_id)
@@ -260,11 +283,19 @@ def claim_images(
             )
         )
     )
-    ended = end_runs(session, dead_holders, live_after=live_after) if dead_holders else []
-    # PostgreSQL runs each statement below on a fresh snapshot, while the pick above may have
-    # read an older one: another run can have claimed, scored and released some candidates
-    # since. So only claims that are dead now are replaced, a live claim makes the insert skip
-    # its image, and the images still pending after the insert are the ones this run holds.
+    return end_runs(session, dead_holders, live_after=live_after) if dead_holders else []
+
+
+def _insert_claims(
+    session: Session, scope: ScoringScope, ids: list[int], run_id: int, live_after: datetime
+) -> set[int]:
+    """Claim ``ids`` for ``run_id``; returns the ones it now holds that are still pending.
+
+    PostgreSQL runs each statement here on a fresh snapshot, while the pick may have read an
+    older one: another run can have claimed, scored and released some candidates since. So
+    only claims that are dead now are replaced, a live claim makes the insert skip its image,
+    and only the images still pending after the insert count as held.
+    """
     session.execute(
         delete(ScoreClaim).where(
             ScoreClaim.model_version_id == scope.model_version_id,
@@ -289,14 +320,12 @@ def claim_images(
             ],
         ).all()
     )
-    still_pending = (
-        set(
-            session.scalars(
-                select(Image.id).where(Image.id.in_(list(inserted)), _pending_condition(scope))
-            )
+    if not inserted:
+        return set()
+    still_pending = set(
+        session.scalars(
+            select(Image.id).where(Image.id.in_(list(inserted)), pending_condition(scope))
         )
-        if inserted
-        else set()
     )
     finished_meanwhile = inserted - still_pending
     if finished_meanwhile:
@@ -306,11 +335,7 @@ def claim_images(
             model_version_id=scope.model_version_id,
             image_ids=sorted(finished_meanwhile),
         )
-    return ClaimedBatch(
-        images=[(image_id, uri) for image_id, uri in candidates if image_id in still_pending],
-        last_id=ids[-1],
-        dead_runs_ended=ended,
-    )
+    return still_pending
 
 
 def images_held_by_other_runs(session: Session, scope: ScoringScope, *, run_id: int) -> list[int]:
@@ -322,7 +347,7 @@ def images_held_by_other_runs(session: Session, scope: ScoringScope, *, run_id: 
     )
     return list(
         session.scalars(
-            select(Image.id).where(_pending_condition(scope), held_by_other).order_by(Image.id)
+            select(Image.id).where(pending_condition(scope), held_by_other).order_by(Image.id)
         )
     )
 
@@ -344,102 +369,3 @@ def release_claims(
 def release_run_claims(session: Session, run_id: int) -> None:
     """Drop every claim ``run_id`` still holds (the run is ending)."""
     session.execute(delete(ScoreClaim).where(ScoreClaim.run_id == run_id))
-
-
-def record_heartbeat(session: Session, run_id: int) -> bool:
-    """Tell other runs that ``run_id`` is alive.
-
-    Returns:
-        False when the run is no longer ``running`` (another run found it silent for longer
-        than the lease and ended it): it must stop, as its claims may have been taken over.
-    """
-    result = session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status == "running")
-        .values(heartbeat_at=utc_now())
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0))
-
-
-def end_dead_runs(session: Session, *, live_after: datetime) -> list[int]:
-    """Mark scoring runs silent since before ``live_after`` as failed and drop their claims.
-
-    Such a run was killed (``kill -9``, a lost machine) or hung; its claims would otherwise
-    hold its images until the end of time.
-
-    Returns:
-        The ids of the runs ended.
-    """
-    dead = list(
-        session.scalars(
-            select(Run.id).where(
-                Run.kind == "score",
-                Run.status == "running",
-                func.coalesce(Run.heartbeat_at, Run.started_at) < live_after,
-            )
-        )
-    )
-    return end_runs(session, dead, live_after=live_after)
-
-
-def end_runs(session: Session, run_ids: Sequence[int], *, live_after: datetime) -> list[int]:
-    """Mark these runs failed, if still running, for silence since before ``live_after``, and
-    drop their claims.
-
-    Returns:
-        The ids of the runs this call ended (a run already ended is left as it was).
-    """
-    if not run_ids:
-        return []
-    ended = list(
-        session.scalars(
-            update(Run)
-            .where(Run.id.in_(list(run_ids)), Run.status == "running")
-            .values(
-                status="failed",
-                finished_at=utc_now(),
-                error=(
-                    "the run stopped without finishing (no heartbeat since before "
-                    f"{live_after.isoformat(timespec='seconds')}); a later run took over its "
-                    "images"
-                ),
-            )
-            .returning(Run.id)
-            .execution_options(synchronize_session=False)
-        )
-    )
-    session.execute(delete(ScoreClaim).where(ScoreClaim.run_id.in_(list(run_ids))))
-    return sorted(ended)
-
-
-def registered_image_versions(
-    session: Session, versions: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], bool]:
-    """Which of these (uri, etag) pairs are registered already, each with whether it is current.
-
-    When every listed version is registered and current there is nothing to register: only
-    one version of a URI is current at a time, so no other version needs marking superseded.
-    """
-    if not versions:
-        return {}
-    uris = sorted({uri for uri, _ in versions})
-    wanted = set(versions)
-    found: dict[tuple[str, str], bool] = {}
-    for chunk in chunks(uris):
-        rows = session.execute(
-            select(Image.uri, Image.etag, Image.superseded_at).where(Image.uri.in_(chunk))
-        )
-        for uri, etag, superseded_at in rows:
-            if (uri, etag) in wanted:
-                found[(uri, etag)] = superseded_at is None
-    return found
-
-
-def has_current_images(session: Session, uri_prefix: str) -> bool:
-    """Whether any current image version has a URI starting with ``uri_prefix``."""
-    return bool(
-        session.scalar(
-            select(exists().where(Image.superseded_at.is_(None), _in_prefixes([uri_prefix])))
-        )
-    )

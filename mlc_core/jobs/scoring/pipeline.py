@@ -1,47 +1,50 @@
-"""The threads of one scoring run, and what they hand each other.
+"""The scoring pipeline: claim -> read -> decode -> infer -> write, in overlapping threads.
 
-- :class:`Feeder` claims the next batch (see :func:`mlc_core.db.work.claim_images`), submits
+- :class:`Feeder` claims the next batch (see :func:`mlc_core.db.claims.claim_images`), submits
   its reads and decodes to a thread pool, and queues the batch for inference, staying at most
   ``BATCHES_IN_FLIGHT`` batches ahead.
-- The scoring thread (in :mod:`mlc_core.jobs.score`) takes the batches in order, runs the model
-  and hands the results to :class:`BatchWriter`.
-- :class:`BatchWriter` commits each batch's scores, tags, failures and released claims in one
-  transaction.
-- :class:`Heartbeat` keeps ``runs.heartbeat_at`` fresh so other runs leave the claims alone.
+- :func:`score_pending` (the scoring thread) takes the batches in order, runs the model on
+  each and hands the results to :class:`BatchWriter`.
+- :class:`BatchWriter` applies the thresholds and commits each batch's scores, tags, failures
+  and released claims in one transaction.
 
 Any thread that fails sets the run's ``stopping`` flag; the others wind down and the scoring
-thread re-raises the first error.
+thread re-raises the first error. Memory is bounded by the batches in flight, whatever the
+number of images. One image's probabilities travel as one :class:`~mlc_core.db.scores.ImageScore`
+from the model to the row.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlc_core.db.models import utc_now
-from mlc_core.db.queries import ScoreRecord, record_failures, write_scores
-from mlc_core.db.tag_sets import current_thresholds, delete_scores
-from mlc_core.db.work import (
-    ScoringScope,
-    claim_images,
-    end_dead_runs,
-    images_held_by_other_runs,
-    record_heartbeat,
-    release_claims,
-)
-from mlc_core.errors import ImageDecodeError, MlcError, ObjectNotFound
+from mlc_core.db.claims import claim_images, images_held_by_other_runs, release_claims
+from mlc_core.db.images import record_failures
+from mlc_core.db.models import ModelVersion
+from mlc_core.db.runs import end_dead_runs, record_heartbeat
+from mlc_core.db.scores import ImageScore, current_thresholds, delete_scores, write_scores
+from mlc_core.errors import ImageDecodeError, ObjectNotFound
 from mlc_core.images import decode_image
-from mlc_core.jobs.workspace import Workspace
+from mlc_core.jobs.scoring.model_cache import cached_predictor
+from mlc_core.jobs.scoring.reports import ScoreProgress, ScoreReport, reason_kind
+from mlc_core.jobs.scoring.run import RunContext
 from mlc_core.labels import LabelVocabulary
 from mlc_core.storage import key_for_uri
+
+if TYPE_CHECKING:
+    from mlc_core.model.predict import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +53,6 @@ logger = logging.getLogger(__name__)
 BATCHES_IN_FLIGHT = 3
 DELETED_REASON = "deleted_before_read"
 OUTSIDE_STORE = "outside_the_store"
-# How often a waiting thread looks again, at most.
-_POLL_SECONDS = 1.0
 
 
 @dataclass
@@ -75,68 +76,11 @@ class ClaimedReads:
 
 @dataclass
 class BatchResult:
-    """What the writer commits for one batch."""
+    """What the writer commits for one batch: every claimed image is in ``image_ids``."""
 
     image_ids: list[int]
-    probabilities: list[tuple[int, list[float]]]
+    scores: list[ImageScore]
     failures: list[tuple[int, str]]
-
-
-class RunContext:
-    """What the threads of one run share: the workspace, the run, the lease and a stop flag."""
-
-    def __init__(
-        self, workspace: Workspace, scope: ScoringScope, run_id: int, lease_seconds: float
-    ) -> None:
-        self.workspace = workspace
-        self.scope = scope
-        self.run_id = run_id
-        self.lease = timedelta(seconds=lease_seconds)
-        self.poll_seconds = min(_POLL_SECONDS, lease_seconds / 4)
-        self.stopping = threading.Event()
-
-    def live_after(self) -> datetime:
-        return utc_now() - self.lease
-
-    def abandoned(self) -> MlcError:
-        return MlcError(
-            f"scoring run {self.run_id} was ended by another run after more than "
-            f"{self.lease.total_seconds():g} s without a heartbeat, which may have taken over "
-            "its images; stopping it (raise MLC_SCORING__CLAIM_LEASE_SECONDS if the database "
-            "is that slow)"
-        )
-
-
-class Heartbeat:
-    """Refreshes the run's heartbeat from a background thread until stopped."""
-
-    def __init__(self, context: RunContext) -> None:
-        self._context = context
-        self._stop = threading.Event()
-        self.lost = False
-        self._thread = threading.Thread(target=self._run, name="mlc-score-heartbeat", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        # Four beats per lease: a run is only declared dead after missing all of them.
-        interval = self._context.lease.total_seconds() / 4
-        while not self._stop.wait(interval):
-            try:
-                with self._context.workspace.transaction() as session:
-                    alive = record_heartbeat(session, self._context.run_id)
-            except Exception as error:  # the writer and feeder report database failures
-                logger.warning(
-                    "could not record the heartbeat of run %d: %s", self._context.run_id, error
-                )
-                continue
-            if not alive:
-                self.lost = True
-                self._context.stopping.set()
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class BatchWriter:
@@ -172,14 +116,15 @@ class BatchWriter:
             thresholds = current_thresholds(session, model_version_id)
             fallback = context.workspace.settings.scoring.top_class_fallback
             scores = [
-                ScoreRecord(
-                    image_id=image_id,
-                    probabilities=probabilities,
-                    tags=self._vocabulary.tags_from_probabilities(
-                        probabilities, thresholds, top_class_fallback=fallback
+                dataclasses.replace(
+                    score,
+                    tags=tuple(
+                        self._vocabulary.tags_from_probabilities(
+                            score.probabilities, thresholds, top_class_fallback=fallback
+                        )
                     ),
                 )
-                for image_id, probabilities in result.probabilities
+                for score in result.scores
             ]
             if self._replace:
                 delete_scores(
@@ -212,7 +157,7 @@ class BatchWriter:
 
 
 class Feeder:
-    """Claims batches and starts their reads from a background thread.
+    """Claims batches and starts their reads and decodes from a background thread.
 
     At most ``BATCHES_IN_FLIGHT`` batches wait for inference; the thread blocks until the
     scoring thread takes one. When no unclaimed pending image is left, it waits for the images
@@ -355,3 +300,98 @@ class Feeder:
         except ImageDecodeError as error:
             item.failure = error.reason
         return item
+
+
+def score_pending(
+    context: RunContext,
+    champion: ModelVersion,
+    report: ScoreReport,
+    batch_size: int,
+    on_progress: Callable[[ScoreProgress], None] | None,
+) -> None:
+    """Score every pending image of the run's scope, counting into ``report``.
+
+    Returns when every image of the scope is done (scored, failed, or scored by another run),
+    or raises the first error of any stage once the others have wound down.
+    """
+    predictor = cached_predictor(context.workspace.store, champion, batch_size)
+    failures_by_reason: Counter[str] = Counter()
+    started = time.monotonic()
+    writer = BatchWriter(
+        context, LabelVocabulary(tuple(champion.classes)), replace=context.scope.mode == "all"
+    )
+    pool = ThreadPoolExecutor(
+        max_workers=context.workspace.settings.scoring.read_workers, thread_name_prefix="mlc-read"
+    )
+    feeder = Feeder(context, pool, batch_size, champion.image_size)
+    failed = True
+    try:
+        # Traced while the first batches are read, so the first real batch runs at full speed.
+        predictor.predict(np.zeros((1, champion.image_size, champion.image_size, 3), np.uint8))
+        done = 0
+        for batch in feeder:
+            items = [future.result() for future in batch.futures]
+            result = _infer(predictor, items, report)
+            writer.submit(result)
+            _count(report, items, result, failures_by_reason)
+            done += len(items)
+            if on_progress is not None:
+                on_progress(
+                    ScoreProgress(
+                        done=done,
+                        total=report.pending,
+                        scored=report.scored,
+                        failed=report.failed,
+                        seconds=time.monotonic() - started,
+                    )
+                )
+        failed = False
+    finally:
+        feeder.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
+        report.failed_by_reason = dict(failures_by_reason)
+        _close_writer(writer, failed)
+        report.held_by_other_runs = feeder.held_by_other_runs
+        report.dead_runs_ended.extend(feeder.dead_runs_ended)
+        report.scoring_seconds = time.monotonic() - started
+
+
+def _infer(predictor: Predictor, items: list[LoadedImage], report: ScoreReport) -> BatchResult:
+    good = [item for item in items if item.pixels is not None]
+    scores: list[ImageScore] = []
+    if good:
+        started = time.monotonic()
+        rows = predictor.predict(np.stack([item.pixels for item in good]))  # type: ignore[misc]
+        report.inference_seconds += time.monotonic() - started
+        # Rounded before tags are chosen, so `mlc retag` on the stored values gives exactly
+        # the tags written here.
+        scores = [
+            ImageScore(item.image_id, tuple(round(float(p), 6) for p in row))
+            for item, row in zip(good, rows, strict=True)
+        ]
+    failures = [(item.image_id, item.failure) for item in items if item.failure]
+    return BatchResult([item.image_id for item in items], scores, failures)
+
+
+def _count(
+    report: ScoreReport,
+    items: list[LoadedImage],
+    result: BatchResult,
+    failures_by_reason: Counter[str],
+) -> None:
+    for _, reason in result.failures:
+        failures_by_reason[reason_kind(reason)] += 1
+    for item in items:
+        if item.skipped:
+            report.skip(item.skipped)
+    report.scored += len(result.scores)
+    report.failed += len(result.failures)
+
+
+def _close_writer(writer: BatchWriter, failed: bool) -> None:
+    try:
+        writer.close()
+    except BaseException:
+        if not failed:
+            raise
+        logger.warning("the writer failed too while the run was stopping", exc_info=True)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["ScoreProgress", "ScoreReport", "ShardTally"]
+
+def reason_kind(reason: str) -> str:
+    """A short bucket for counting failures ("truncated or corrupt JPEG", "empty file", ...)."""
+    return reason.split(":", 1)[0].strip()[:60]
 
 
 @dataclass
@@ -82,11 +85,6 @@ class ScoreReport:
             "scoring_images_per_second": round(self.scoring_images_per_second, 2),
         }
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ScoreReport:
-        """The report :meth:`as_dict` made (the derived rates are computed again)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
-
 
 class ShardTally:
     """Adds up the progress and the reports of a plan's shards, in whatever order they run.
@@ -117,10 +115,8 @@ class ShardTally:
             self._running[shard_index] = progress
             return self._progress()
 
-    def add(self, shard_index: int, shard: ScoreReport | Mapping[str, Any]) -> ScoreProgress:
+    def add(self, shard_index: int, shard: ScoreReport) -> ScoreProgress:
         """Count a finished shard's report; returns the progress of the whole plan."""
-        if not isinstance(shard, ScoreReport):
-            shard = ScoreReport.from_dict(shard)
         with self._lock:
             self._running.pop(shard_index, None)
             report = self._report

@@ -9,14 +9,14 @@ size it was traced for, so a new champion replaces the old one instead of piling
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from mlc_core.db.models import ModelVersion
 from mlc_core.errors import MlcError
-from mlc_core.model.artifacts import deserialize_model
-from mlc_core.model.predict import Predictor
 from mlc_core.storage import ObjectStore, key_for_uri
 
-__all__ = ["cached_predictor"]
+if TYPE_CHECKING:
+    from mlc_core.model.predict import Predictor
 
 _CACHE: dict[tuple[str, str, int], Predictor] = {}
 # Shards running side by side in one process (a Dask worker with several threads) load the
@@ -32,6 +32,11 @@ def cached_predictor(store: ObjectStore, model_version: ModelVersion, batch_size
         ObjectNotFound: the model file is missing from the store.
         ModelError: the file does not match the recorded checksum, or does not load.
     """
+    # Imported here: TensorFlow takes seconds to load, and a run with nothing to score never
+    # needs it.
+    from mlc_core.model.artifacts import deserialize_model
+    from mlc_core.model.predict import Predictor
+
     key = (model_version.artifact_uri, model_version.artifact_sha256, batch_size)
     with _LOCK:
         predictor = _CACHE.get(key)

@@ -1,0 +1,142 @@
+"""The ``mlc`` command's frame: the command groups, the terminal, and what every command shares.
+
+Commands that do work run the Prefect flows, so a run started from a terminal shows up in the
+Prefect UI like a scheduled one; commands that only read or change a row call ``mlc_core``
+directly. What a command prints is built in :mod:`mlc_core.reports`; here it is only printed.
+Expected problems print one sentence and exit non-zero; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from mlc_core.errors import MlcError
+
+if TYPE_CHECKING:
+    from mlc_core.reports.document import Document
+    from mlc_core.settings import Settings
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Batch multilabel image tagging: train, score images in object storage, query tags.",
+)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema commands.")
+labels_app = typer.Typer(no_args_is_help=True, help="Ground-truth label commands.")
+app.add_typer(db_app, name="db")
+app.add_typer(labels_app, name="labels")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def settings() -> Settings:
+    from mlc_core.settings import load_settings
+
+    return load_settings()
+
+
+def check_workspace() -> None:
+    """Fail now, in one sentence, if the database or the store cannot be used: before a flow
+    loads Prefect and TensorFlow, which takes seconds."""
+    from flows.common import opened_workspace
+
+    with opened_workspace():
+        pass
+
+
+def print_document(document: Document, *, to_errors: bool = False) -> None:
+    """Print a report as text, exactly as written (no markup, no highlighting)."""
+    from mlc_core.reports.document import to_text
+
+    (errors if to_errors else console).print(
+        escape(to_text(document)), highlight=False, soft_wrap=True
+    )
+
+
+class _ExpectedErrorFilter(logging.Filter):
+    """Keeps Prefect from printing a traceback for errors that already say what to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], MlcError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def run_flow(flow: Any, **parameters: Any) -> Any:
+    """Run a flow in this process (Prefect's ephemeral mode unless PREFECT_API_URL is set)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+        logging.getLogger(name).addFilter(_ExpectedErrorFilter())
+    return flow(**parameters)
+
+
+@contextmanager
+def progress_bar(label: str, describe: Callable[[str, Any], str]) -> Iterator[None]:
+    """Show a transient progress bar that follows the progress events of flows run inside.
+
+    The bar starts as ``label`` with no total. Each event a flow reports through
+    ``flows.progress`` moves it: an ``epoch`` event to its epoch of its epochs, any other
+    event to its ``done`` of its ``total``; ``describe(kind, event)`` is the new label.
+    """
+    from flows.progress import progress_sink
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+
+        def on_event(kind: str, event: Any) -> None:
+            if kind == "epoch":
+                total, completed = event.epochs, event.epoch
+            else:
+                total, completed = event.total, event.done
+            progress.update(
+                task, total=total, completed=completed, description=describe(kind, event)
+            )
+
+        with progress_sink(on_event):
+            yield
+
+
+def main() -> None:
+    """Entry point of the ``mlc`` console script."""
+    # Set before TensorFlow or Prefect are imported by a command: they read these once.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mlc_core")
+    # Prefect's ephemeral server migrates a new database on first start, which takes longer
+    # than its 20 s default on a busy two-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    try:
+        app()
+    except MlcError as error:
+        errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        errors.print("interrupted; committed batches are kept and a rerun continues")
+        sys.exit(130)

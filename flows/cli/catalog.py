@@ -1,0 +1,100 @@
+"""The commands that read or change a row: the schema, tags, model versions, thresholds."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from flows.cli.app import app, console, db_app, print_document, settings
+from flows.common import opened_workspace
+from mlc_core.errors import MlcError
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to this version of mlc."""
+    from mlc_core.db.engine import check_connection, create_db_engine
+    from mlc_core.db.migrate import upgrade_schema
+
+    engine = create_db_engine(settings().resolved_database_url)
+    try:
+        check_connection(engine)
+        revision = upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    console.print(f"database schema is at revision {revision}")
+
+
+@app.command()
+def tags(
+    tag: Annotated[list[str], typer.Option(help="a tag the images must carry (repeatable)")],
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+) -> None:
+    """List images that carry all the given tags under the champion model."""
+    from mlc_core.db.scores import find_images_with_tags
+    from mlc_core.labels import normalize_tag
+    from mlc_core.reports.catalog import tagged_images_table
+
+    try:
+        wanted = [normalize_tag(t) for t in tag]
+    except ValueError as error:
+        raise MlcError(str(error)) from None
+    with opened_workspace() as workspace, workspace.transaction() as session:
+        found = find_images_with_tags(session, wanted, limit=limit)
+    if not as_json:
+        print_document(tagged_images_table(wanted, found))
+        return
+    for image in found:
+        print(
+            json.dumps({"uri": image.uri, "tags": image.tags, "model_version": image.model_version})
+        )
+
+
+@app.command()
+def models() -> None:
+    """List model versions with their test metrics and status."""
+    from mlc_core.db.model_versions import list_model_versions
+    from mlc_core.reports.catalog import model_versions_table
+
+    with opened_workspace() as workspace, workspace.transaction() as session:
+        print_document(model_versions_table(list_model_versions(session)))
+
+
+@app.command()
+def promote(version: Annotated[str, typer.Argument(help="the version to make champion")]) -> None:
+    """Make VERSION the champion (also the way to roll back)."""
+    from mlc_core.db.model_versions import promote_model_version, require_model_version
+
+    with opened_workspace() as workspace, workspace.transaction() as session:
+        record = require_model_version(session, version)
+        promote_model_version(session, record, "promoted by hand with `mlc promote`")
+    console.print(f"{version} is now the champion; `mlc score --mode stale` rescores older rows")
+
+
+@app.command()
+def thresholds(
+    version: Annotated[str, typer.Argument(help="model version, e.g. v3")],
+    class_name: Annotated[str | None, typer.Argument(help="class to change")] = None,
+    value: Annotated[float | None, typer.Argument(min=0.0, max=1.0, help="new threshold")] = None,
+) -> None:
+    """Show a version's per-class thresholds, or override one class's threshold."""
+    from mlc_core.db.model_versions import override_threshold, require_model_version
+    from mlc_core.reports.catalog import thresholds_table
+
+    if (class_name is None) != (value is None):
+        raise MlcError("give both CLASS and VALUE to override a threshold, or neither to show them")
+    with opened_workspace() as workspace, workspace.transaction() as session:
+        record = require_model_version(session, version)
+        if class_name is not None and value is not None:
+            try:
+                previous = override_threshold(session, record, class_name, value)
+            except ValueError as error:
+                raise MlcError(str(error)) from None
+            console.print(
+                f"{version} {class_name}: threshold {previous:.3f} -> {value:.3f}; "
+                "run `mlc retag` to recompute stored tag sets"
+            )
+        print_document(thresholds_table(record))

@@ -1,0 +1,96 @@
+"""Judge a candidate against the champion on the champion's own test images.
+
+Both models are measured on the same images, each decoded at its own input size as scoring
+would decode them, so their metrics are comparable and the candidate never trained on any of
+them (the split keeps the champion's test images in test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mlc_core.db.models import ModelVersion
+from mlc_core.jobs.scoring.model_cache import cached_predictor
+from mlc_core.jobs.training.data import TrainingData, image_decoder
+from mlc_core.jobs.training.report import ChampionComparison
+from mlc_core.jobs.workspace import Workspace
+from mlc_core.labels import LabelVocabulary
+from mlc_core.model.dataset import decode_labeled_images
+from mlc_core.model.metrics import evaluate_predictions
+from mlc_core.model.predict import Predictor
+from mlc_core.model.training import PREDICT_BATCH_SIZE, FittedModel, row_indices
+
+
+def compare_with_champion(
+    workspace: Workspace,
+    champion: ModelVersion,
+    champion_test: Sequence[str],
+    candidate: FittedModel,
+    data: TrainingData,
+) -> ChampionComparison | None:
+    """Evaluate candidate and champion on the champion's test images that are still usable.
+
+    Returns:
+        Both models' metrics and how many images they were judged on; None when none of the
+        champion's test images is still labelled and readable.
+    """
+    positives = data.positives
+    decodable = set(data.decoded.keys)
+    evaluated = [key for key in champion_test if key in positives and key in decodable]
+    if not evaluated:
+        return None
+    candidate_images = data.decoded.images[row_indices(data.decoded.keys, evaluated)]
+    champion_images = candidate_images
+    if champion.image_size != candidate_images.shape[1]:
+        redecoded = decode_labeled_images(
+            evaluated,
+            workspace.store.get,
+            champion.image_size,
+            workers=workspace.settings.scoring.read_workers,
+            decode=image_decoder(workspace),
+        )
+        # The same bytes decoded a moment ago; an image deleted meanwhile leaves both models'
+        # comparison, so they are judged on the same images.
+        if len(redecoded.keys) != len(evaluated):
+            kept = set(redecoded.keys)
+            candidate_images = candidate_images[[key in kept for key in evaluated]]
+            evaluated = list(redecoded.keys)
+        champion_images = redecoded.images
+    champion_predictor = cached_predictor(workspace.store, champion, PREDICT_BATCH_SIZE)
+    return ChampionComparison(
+        champion_version=champion.version,
+        images=len(evaluated),
+        candidate=_metrics(
+            data.vocabulary,
+            candidate.thresholds,
+            candidate.predictor,
+            candidate_images,
+            evaluated,
+            positives,
+        ),
+        champion=_metrics(
+            LabelVocabulary(tuple(champion.classes)),
+            [float(t) for t in champion.thresholds],
+            champion_predictor,
+            champion_images,
+            evaluated,
+            positives,
+        ),
+    )
+
+
+def _metrics(
+    vocabulary: LabelVocabulary,
+    thresholds: list[float],
+    predictor: Predictor,
+    images: np.ndarray,
+    keys: list[str],
+    positives: dict[str, frozenset[str]],
+) -> dict[str, Any]:
+    truth = np.stack([vocabulary.to_multi_hot(positives[key]) for key in keys])
+    return evaluate_predictions(
+        truth, predictor.predict(images), thresholds, list(vocabulary.classes)
+    )

@@ -1,0 +1,192 @@
+"""What a training run learns from: the labelled images that still exist, decoded once.
+
+The labelled images are gathered with their etags, so a version records exactly which data
+made it (a hash of (key, etag, tags)); the classes are the tags with enough positives; every
+image is decoded once through ``mlc_core.images`` with the scorer's settings (the same code
+and the same pixel limit scoring uses), unreadable ones skipped and counted. The split keeps
+the champion's test images in test, so a candidate never trains on the images it is judged on.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlc_core.db.labels import labels_by_image
+from mlc_core.errors import ObjectNotFound, TrainingDataError
+from mlc_core.images import decode_image
+from mlc_core.jobs.store_paths import model_paths
+from mlc_core.jobs.workspace import Workspace
+from mlc_core.labels import LabelVocabulary
+from mlc_core.model.dataset import DecodedImages, decode_labeled_images
+from mlc_core.model.split import DataSplit, split_dataset
+from mlc_core.settings import TrainingSettings
+from mlc_core.storage import key_for_uri
+
+logger = logging.getLogger(__name__)
+
+# Below this many decodable labelled images a split leaves too little to learn or measure.
+MIN_TRAINING_IMAGES = 12
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """A labelled image as the store lists it now, with its positive tags."""
+
+    key: str
+    etag: str
+    positives: frozenset[str]
+
+
+@dataclass
+class TrainingData:
+    """The decoded labelled images, their label matrix and what was left out.
+
+    Attributes:
+        images: every labelled image that exists in the store, by key.
+        missing: labelled images that no longer exist in the store.
+        vocabulary: the classes, in label-matrix column order.
+        left_out_classes: tags with too few positives, with their counts.
+        decoded: the images that decoded, at the training image size.
+        label_matrix: multi-hot, row ``i`` for ``decoded.keys[i]``.
+        snapshot: count and hash of (key, etag, tags) of the labelled images.
+    """
+
+    images: list[LabelledImage]
+    missing: int
+    vocabulary: LabelVocabulary
+    left_out_classes: dict[str, int]
+    decoded: DecodedImages
+    label_matrix: np.ndarray
+    snapshot: dict[str, Any]
+
+    @property
+    def positives(self) -> dict[str, frozenset[str]]:
+        return {image.key: image.positives for image in self.images}
+
+
+def load_training_data(workspace: Workspace, settings: TrainingSettings) -> TrainingData:
+    """Gather, choose classes for and decode the labelled images.
+
+    Raises:
+        TrainingDataError: no labelled images, fewer than two classes with enough positives,
+            or fewer than ``MIN_TRAINING_IMAGES`` images that decode.
+    """
+    images, missing = _gather_labelled_images(workspace)
+    if not images:
+        raise TrainingDataError(
+            "there are no labelled images in the store to train on; import labels first with "
+            "`mlc labels import FILE.csv`"
+            + (f" ({missing} labelled images no longer exist in the store)" if missing else "")
+        )
+    vocabulary, left_out = _choose_classes(images, settings.min_positives)
+    if left_out:
+        logger.warning("left out classes with too few positives: %s", left_out)
+    decoded = decode_labeled_images(
+        [image.key for image in images],
+        workspace.store.get,
+        settings.image_size,
+        workers=workspace.settings.scoring.read_workers,
+        decode=image_decoder(workspace),
+    )
+    if decoded.failures:
+        logger.warning("skipped %d unreadable labelled images", len(decoded.failures))
+    if len(decoded.keys) < MIN_TRAINING_IMAGES:
+        raise TrainingDataError(
+            f"only {len(decoded.keys)} labelled images could be read "
+            f"({len(decoded.failures)} unreadable); at least {MIN_TRAINING_IMAGES} are needed"
+        )
+    positives = {image.key: image.positives for image in images}
+    matrix = np.stack([vocabulary.to_multi_hot(positives[key]) for key in decoded.keys])
+    return TrainingData(
+        images, missing, vocabulary, left_out, decoded, matrix, _data_snapshot(images)
+    )
+
+
+def image_decoder(workspace: Workspace) -> functools.partial[np.ndarray]:
+    """``decode(data, size)`` with the scorer's limits, so training refuses what scoring does."""
+    return functools.partial(decode_image, max_pixels=workspace.settings.scoring.max_image_pixels)
+
+
+def _gather_labelled_images(workspace: Workspace) -> tuple[list[LabelledImage], int]:
+    with workspace.transaction() as session:
+        labels = labels_by_image(session)
+    wanted: dict[str, frozenset[str]] = {}
+    for uri, tags in labels.items():
+        key = key_for_uri(workspace.store, uri)
+        if key is not None:
+            wanted[key] = frozenset(tag for tag, positive in tags.items() if positive)
+    found: list[LabelledImage] = []
+    for prefix in _listing_prefixes(wanted):
+        for info in workspace.store.iter_objects(prefix):
+            positives = wanted.pop(info.key, None)
+            if positives is not None:
+                found.append(LabelledImage(info.key, info.etag, positives))
+    found.sort(key=lambda image: image.key)
+    return found, len(wanted)
+
+
+def _listing_prefixes(keys: Iterable[str]) -> list[str]:
+    # Listing each top-level folder that holds labelled images streams far fewer objects than
+    # the whole store, and a request per image would be slower still.
+    return sorted({key.split("/", 1)[0] + "/" if "/" in key else key for key in keys})
+
+
+def _data_snapshot(images: list[LabelledImage]) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(json.dumps([image.key, image.etag, sorted(image.positives)]).encode())
+    return {"count": len(images), "sha256": digest.hexdigest()}
+
+
+def _choose_classes(
+    images: list[LabelledImage], min_positives: int
+) -> tuple[LabelVocabulary, dict[str, int]]:
+    counts = Counter(tag for image in images for tag in image.positives)
+    kept = [tag for tag, count in counts.items() if count >= min_positives]
+    left_out = {tag: count for tag, count in sorted(counts.items()) if count < min_positives}
+    if len(kept) < 2:
+        raise TrainingDataError(
+            f"only {len(kept)} tag(s) ({', '.join(sorted(kept)) or 'none'}) have at least "
+            f"{min_positives} positive images among {len(images)} labelled images; a multilabel "
+            "model needs at least two: import more labels (`mlc labels import`) or lower "
+            "MLC_TRAINING__MIN_POSITIVES"
+        )
+    return LabelVocabulary.from_tags(kept), left_out
+
+
+def champion_test_keys(workspace: Workspace, champion_version: str) -> list[str]:
+    """The keys the champion was tested on (empty when it kept no split)."""
+    try:
+        split = json.loads(workspace.store.get(model_paths(champion_version).split))
+    except ObjectNotFound:
+        logger.warning(
+            "champion %s has no stored split; comparing on the new test split", champion_version
+        )
+        return []
+    return list(split.get("test", []))
+
+
+def split_keeping_champion_test(
+    data: TrainingData, champion_test: set[str], settings: TrainingSettings
+) -> DataSplit:
+    """A stratified split of the decoded images, the champion's test images all in test."""
+    keys = data.decoded.keys
+    fresh = [i for i, key in enumerate(keys) if key not in champion_test]
+    split = split_dataset(
+        [keys[i] for i in fresh],
+        data.label_matrix[fresh],
+        validation_fraction=settings.validation_fraction,
+        test_fraction=settings.test_fraction,
+        seed=settings.seed,
+    )
+    kept_test = [key for key in keys if key in champion_test]
+    return DataSplit(split.train, split.validation, sorted(split.test + kept_test))

@@ -67,10 +67,23 @@ def _batch_progress_of(shard: ScoringShard) -> Callable[[ScoreProgress], None] |
     retry_condition_fn=retry_transient_errors,
     cache_policy=NO_CACHE,
 )
-def plan_task(prefixes: list[str], mode: ScoreModeParameter, batch_size: int | None) -> ScoringPlan:
+def plan_task(
+    prefixes: list[str],
+    mode: ScoreModeParameter,
+    batch_size: int | None,
+    discover: bool,
+    force_retire: bool,
+) -> ScoringPlan:
     """Register the images under ``prefixes`` and split the pending ones into shards."""
     with opened_workspace() as workspace:
-        return plan_scoring(workspace, prefixes=prefixes, mode=mode, batch_size=batch_size)
+        return plan_scoring(
+            workspace,
+            prefixes=prefixes,
+            mode=mode,
+            batch_size=batch_size,
+            discover=discover,
+            force_retire=force_retire,
+        )
 
 
 @task(
@@ -133,6 +146,8 @@ def score_flow(
     prefixes: list[str] | None = None,
     mode: ScoreModeParameter = "new",
     batch_size: int | None = None,
+    discover: bool = True,
+    force_retire: bool = False,
 ) -> ScoreReport:
     """Score images under ``prefixes`` (default: the images prefix) with the champion.
 
@@ -141,6 +156,9 @@ def score_flow(
         mode: new (not yet scored by the champion), stale (scored only by older models), all,
             or failed (retry images that failed before).
         batch_size: images per inference batch and per database transaction.
+        discover: list the store first; off, only the images registered already are scored.
+        force_retire: retire the images a complete listing did not show even when they are
+            more than MLC_SCORING__MAX_RETIRE_FRACTION of a prefix.
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -158,7 +176,7 @@ def score_flow(
             on_wait=logger.info,
         ),
     ):
-        plan = plan_task(chosen, mode, batch_size)
+        plan = plan_task(chosen, mode, batch_size, discover, force_retire)
         logger.info(
             "%d images to score with %s in %d shard(s) on the %s task runner",
             plan.report.pending,

@@ -9,6 +9,9 @@ it as it is, without a traceback.
     ├── StorageError             the object store failed
     │   ├── InvalidKey           a key escapes the store root or is malformed
     │   ├── ObjectNotFound       a key that does not exist (or was deleted meanwhile)
+    │   ├── ObjectChanged        an object rewritten since it was listed
+    │   ├── ObjectTooLarge       an object over MLC_SCORING__MAX_OBJECT_BYTES
+    │   ├── ObjectUnreadable     one object the store refuses for good (denied, archived, a link)
     │   └── StoreUnavailable     missing bucket, refused credentials, unreachable endpoint
     ├── DatabaseError            the database failed
     │   ├── DatabaseUnavailable  cannot connect
@@ -25,9 +28,24 @@ it as it is, without a traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class MlcError(Exception):
     """Base class of every error mlc raises on purpose."""
+
+
+# "scheme://user:password@host": the password is what lies between the user's ':' and the '@'.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^\s]*)@")
+
+
+def redact_password(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``.
+
+    Works on URLs no parser accepts, so a malformed database URL in an error message is as
+    safe to show as a good one.
+    """
+    return _URL_PASSWORD.sub(lambda match: f"{match['head']}***@", text)
 
 
 def describe_error(error: BaseException) -> str:
@@ -62,6 +80,43 @@ class ObjectNotFound(StorageError):
         self.key = key
         self.store = store
         super().__init__(f"object {key!r} does not exist in {store}")
+
+
+class ObjectChanged(StorageError):
+    """The object's content is not the version that was listed: it was rewritten since."""
+
+    def __init__(self, key: str, expected_etag: str) -> None:
+        self.key = key
+        self.expected_etag = expected_etag
+        super().__init__(
+            f"object {key!r} changed since it was listed (etag {expected_etag!r} is gone); "
+            "the next listing picks up its new version"
+        )
+
+
+class ObjectTooLarge(StorageError):
+    """The object is larger than a read may take."""
+
+    def __init__(self, key: str, size: int | None, limit: int) -> None:
+        self.key = key
+        self.size = size
+        self.limit = limit
+        found = f"{size:,} bytes" if size is not None else "more bytes than that"
+        self.reason = (
+            f"too large: {found}, above the limit of {limit:,} bytes "
+            "(MLC_SCORING__MAX_OBJECT_BYTES)"
+        )
+        super().__init__(f"object {key!r} is {self.reason}")
+
+
+class ObjectUnreadable(StorageError):
+    """The store refuses this one object for good; ``reason`` is a sentence for people that
+    starts with its kind ("permission denied: ...")."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"object {key!r} cannot be read: {reason}")
 
 
 class StoreUnavailable(StorageError):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 from PIL import (
+    AvifImagePlugin,
     BmpImagePlugin,
     GifImagePlugin,
     Image,
@@ -32,7 +33,7 @@ from mlc_core.settings import PILLOW_DEFAULT_MAX_PIXELS
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"}
+    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif", ".avif"}
 )
 MAX_PIXELS_SETTING = "MLC_SCORING__MAX_IMAGE_PIXELS"
 
@@ -50,7 +51,11 @@ _IMAGE_CLASSES: dict[str, Callable[[io.BytesIO], ImageFile.ImageFile]] = {
     "webp": WebPImagePlugin.WebPImageFile,
     "tiff": TiffImagePlugin.TiffImageFile,
     "bmp": BmpImagePlugin.BmpImageFile,
+    "avif": AvifImagePlugin.AvifImageFile,
 }
+# ISO media brands (the ftyp box) of still HEIF/HEIC and AVIF images.
+_HEIF_BRANDS = frozenset({"heic", "heix", "heim", "heis", "hevc", "hevx"})
+_AVIF_BRANDS = frozenset({"avif", "avis"})
 # BMP info-header sizes (core, v1 to v5 and the OS/2 and Adobe variants). "BM" alone is too
 # weak a signature: a text file starting with "BM" is not a bitmap.
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
@@ -75,11 +80,12 @@ def sniff_image_format(head: bytes) -> str | None:
     """Name the image format of a file from its first bytes.
 
     Args:
-        head: the start of the file; 32 bytes are enough.
+        head: the start of the file; 64 bytes are enough.
 
     Returns:
-        ``"jpeg"``, ``"png"``, ``"gif"``, ``"webp"``, ``"tiff"`` or ``"bmp"`` when the magic
-        bytes say so; ``None`` for anything else (HTML, text, other formats, empty data).
+        ``"jpeg"``, ``"png"``, ``"gif"``, ``"webp"``, ``"tiff"``, ``"bmp"``, ``"heif"`` (HEIC
+        photos from phones) or ``"avif"`` when the magic bytes say so; ``None`` for anything
+        else (HTML, text, video, other formats, empty data).
     """
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
@@ -98,6 +104,21 @@ def sniff_image_format(head: bytes) -> str | None:
         and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES
     ):
         return "bmp"
+    return _iso_media_kind(head)
+
+
+def _iso_media_kind(head: bytes) -> str | None:
+    """``"heif"`` or ``"avif"`` for a still image in an ISO media file (its ftyp brands)."""
+    if head[4:8] != b"ftyp":
+        return None
+    box_end = min(int.from_bytes(head[0:4], "big"), len(head))
+    brands = {head[8:12].decode("latin-1")} | {
+        head[i : i + 4].decode("latin-1") for i in range(16, box_end - 3, 4)
+    }
+    if brands & _AVIF_BRANDS:
+        return "avif"
+    if brands & _HEIF_BRANDS:
+        return "heif"
     return None
 
 
@@ -132,7 +153,7 @@ def decode_image(
     """
     if size < 1 or max_pixels < 1:
         raise ValueError(f"size and max_pixels must be positive, got {size} and {max_pixels}")
-    kind = sniff_image_format(data[:32])
+    kind = sniff_image_format(data[:64])
     if kind is None:
         raise ImageDecodeError(_describe_non_image(data))
     # Checked here because the WebP decoder allocates its whole canvas as soon as it is created.
@@ -140,7 +161,7 @@ def decode_image(
         _check_dimensions(*declared, max_pixels=max_pixels, min_side=min_side)
     label = kind.upper()
     try:
-        image = _IMAGE_CLASSES[kind](io.BytesIO(data))
+        image = _image_class(kind)(io.BytesIO(data))
         _check_dimensions(*image.size, max_pixels=max_pixels, min_side=min_side)
         label = f"{image.size[0]}x{image.size[1]} {kind.upper()}"
         return _to_model_input(image, kind, size)
@@ -175,6 +196,19 @@ def _to_model_input(image: ImageFile.ImageFile, kind: str, size: int) -> np.ndar
     # it rather than meeting it for the first time in production.
     square = rgb.resize((size, size), _RESAMPLE, reducing_gap=_REDUCING_GAP)
     return np.array(square, dtype=np.uint8)
+
+
+def _image_class(kind: str) -> Callable[[io.BytesIO], ImageFile.ImageFile]:
+    if kind != "heif":
+        return _IMAGE_CLASSES[kind]
+    try:
+        from pillow_heif.as_plugin import HeifImageFile
+    except ImportError:
+        raise ImageDecodeError(
+            "HEIF image (a phone's HEIC photo): decoding it needs the pillow-heif package, "
+            "which is not installed (pip install pillow-heif)"
+        ) from None
+    return HeifImageFile
 
 
 def _check_dimensions(width: int, height: int, *, max_pixels: int, min_side: int) -> None:

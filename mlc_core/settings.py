@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlc_core.errors import SettingsError
+from mlc_core.errors import SettingsError, redact_password
 
 ENV_PREFIX = "MLC_"
 # Pillow's own default limit (about 89.5 megapixels); above it an image is treated as a
@@ -82,6 +82,31 @@ class ScoringSettings(BaseModel):
         description=(
             "a scoring run silent for this long is dead and its claimed images may be taken "
             "over; every run sharing a database should use the same value"
+        ),
+    )
+    max_object_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1,
+        description=(
+            "larger objects are recorded as failures, from the listed size before reading and "
+            "from the bytes while reading"
+        ),
+    )
+    max_abandoned_claims: int = Field(
+        3,
+        ge=1,
+        description=(
+            "an image whose claim was taken over from dead runs this many times (it killed "
+            "its scorer) is recorded as failed instead of claimed again"
+        ),
+    )
+    max_retire_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description=(
+            "a complete listing retires the images it did not see only while they are at "
+            "most this share of the prefix's known images (else it retires none and says so)"
         ),
     )
     top_class_fallback: bool = Field(
@@ -257,6 +282,14 @@ def _env_name(location: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in location)
 
 
+def _shown_value(location: tuple[Any, ...], value: Any) -> str:
+    """The value as an error may show it: a database URL that is no URL at all is not shown,
+    since where its password sits cannot be told."""
+    if location == ("database_url",) and isinstance(value, str) and "://" not in value:
+        return "(not shown: it is no URL, and may hold a password)"
+    return repr(value)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment, with ``overrides`` taking precedence.
 
@@ -272,5 +305,7 @@ def load_settings(**overrides: Any) -> Settings:
             location = tuple(part for part in problem["loc"] if part != "__root__")
             value = problem.get("input")
             message = problem["msg"].removeprefix("Value error, ")
-            lines.append(f"{_env_name(location)}={value!r}: {message}")
+            shown = _shown_value(location, value)
+            # A URL may carry a password; this line goes to terminals, run states and logs.
+            lines.append(redact_password(f"{_env_name(location)}={shown}: {message}"))
         raise SettingsError("\n".join(lines)) from None

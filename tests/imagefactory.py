@@ -156,6 +156,20 @@ def _png_with_garbled_pixel_data() -> bytes:
     )
 
 
+def heic(image: Image.Image) -> bytes:
+    """``image`` as a HEIC photo, as phones save them (through pillow-heif's encoder)."""
+    from pillow_heif import from_pillow
+
+    buffer = io.BytesIO()
+    from_pillow(image).save(buffer, quality=95)
+    return buffer.getvalue()
+
+
+def mp4_header() -> bytes:
+    """The start of an MP4 video: an ISO media file of a video brand."""
+    return b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(64)
+
+
 def bad_images() -> dict[str, bytes]:
     """Return files that ``decode_image`` must refuse, by name."""
     whole_jpeg = encode(textured(256, 192), "JPEG", quality=90)
@@ -173,6 +187,8 @@ def bad_images() -> dict[str, bytes]:
         "decompression_bomb_png": png_declaring(20_000, 20_000),
         "decompression_bomb_webp": webp_declaring(16_383, 16_383),
         "tracking_pixel_1x1": encode(solid(1, 1, 0, "P"), "GIF", transparency=0),
+        "truncated_heic": heic(textured(128, 96))[:400],
+        "mp4_video_named_jpg": mp4_header(),
     }
 
 
@@ -189,6 +205,8 @@ def good_odd_images() -> dict[str, bytes]:
         "webp": encode(solid(48, 48, BLUE), "WEBP", quality=95),
         "tiff": encode(solid(48, 48, BLUE), "TIFF", compression="tiff_deflate"),
         "bmp": encode(solid(16, 16, BLUE), "BMP"),
+        "heic": heic(solid(48, 48, BLUE)),
+        "avif": encode(solid(48, 48, BLUE), "AVIF", quality=95),
         "exif_rotated_jpeg": exif_rotated_jpeg(),
         "grayscale_jpeg": encode(solid(48, 48, 100, "L"), "JPEG", quality=95),
         "rgba_png_transparent_left_half": encode(

@@ -1,7 +1,8 @@
-"""`kill -9` of a running `mlc score` or `mlc train`, then the same command again, as a user runs
-them: on the embedded defaults (Prefect's temporary server dies with the command) and against a
-real Prefect server. The next command must not wait for the dead one for longer than the claim
-lease, and nothing it held may be lost or done twice."""
+"""Jobs that must not overlap, as a user runs them: `kill -9` of a running `mlc score` or
+`mlc train`, then the same command again, on the embedded defaults (Prefect's temporary server
+dies with the command) and against a real Prefect server. The next command must not wait for
+the dead one for longer than the claim lease, and nothing it held may be lost or done twice.
+Two trainings at once take turns and both leave a loadable model."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mlc_core.jobs.labels_import import import_labels
+from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import open_workspace
 from mlc_core.settings import load_settings
 from tests.fixtures.prefect import PrefectServer
@@ -167,3 +169,46 @@ def test_a_killed_training_does_not_block_the_next_one(
     assert _count(home, "select count(*) from model_versions where status = 'champion'") == 1
     assert _count(home, "select count(*) from runs where kind = 'train' and status = 'failed'") == 1
     assert _count(home, "select count(*) from run_locks") == 0
+
+
+@pytest.mark.slow
+def test_two_trainings_started_at_once_leave_a_loadable_champion(
+    isolated_mlc_environment: Path, prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    home = isolated_mlc_environment
+    env = _environment(home, prefect_server, tmp_path)
+    workspace = open_workspace(load_settings())
+    try:
+        truth = put_synthetic_images(workspace, 36)
+        with workspace.transaction() as session:
+            import_labels(session, workspace.store, labels_csv(truth), source="test")
+    finally:
+        workspace.close()
+
+    def train() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(MLC), "train", "--epochs", "30"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    first = train()
+    deadline = time.monotonic() + 120
+    while _count(home, "select count(*) from run_locks where name = 'train'") == 0:
+        assert first.poll() is None and time.monotonic() < deadline, "the first never trained"
+        time.sleep(0.05)
+    second = train()
+    outputs = [process.communicate(timeout=SECOND_COMMAND_TIMEOUT) for process in (first, second)]
+
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    # The second waited for the first's training lock; each wrote a version of its own.
+    assert "waiting: train is held by a training" in " ".join(outputs[1][1].split())
+    assert _count(home, "select count(distinct artifact_uri) from model_versions") == 2
+    workspace = open_workspace(load_settings())
+    try:
+        report = score_images(workspace)  # loads the champion, checking its file's checksum
+    finally:
+        workspace.close()
+    assert report.scored == 36

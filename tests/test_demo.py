@@ -88,3 +88,21 @@ def test_a_prefix_escaping_the_store_is_refused_before_anything_runs(
     assert result.returncode != 0
     assert "'..' segment" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://mlc:hunter2@db:notaport/mlc",
+        "postgresql+psycopg//mlc:hunter2@db/mlc",
+        "mysql://mlc:hunter2@db/mlc",
+    ],
+)
+def test_a_bad_database_url_never_shows_its_password(
+    isolated_mlc_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("MLC_DATABASE_URL", url)
+    result = _run(["models"], isolated_mlc_environment, tmp_path)
+    assert result.returncode != 0
+    assert "MLC_DATABASE_URL" in result.stderr or "mysql" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr

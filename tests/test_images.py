@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,8 @@ BAD_IMAGE_REASON_WORDS: dict[str, list[str]] = {
     ],
     "decompression_bomb_webp": ["16383x16383", "above the limit", "MAX_IMAGE_PIXELS"],
     "tracking_pixel_1x1": ["1x1 pixels", "smaller than the 8-pixel minimum side"],
+    "truncated_heic": ["corrupt", "HEIF"],
+    "mp4_video_named_jpg": ["not an image", "video", "mp42"],
 }
 
 # The colour every pixel of each good odd image must have, where the image is one colour.
@@ -72,6 +75,8 @@ GOOD_ODD_IMAGE_COLOURS: dict[str, tuple[int, int, int] | None] = {
     "webp": BLUE,
     "tiff": BLUE,
     "bmp": BLUE,
+    "heic": BLUE,
+    "avif": BLUE,
     "exif_rotated_jpeg": None,
     "grayscale_jpeg": (100, 100, 100),
     "rgba_png_transparent_left_half": None,
@@ -392,3 +397,14 @@ def test_other_keys_have_no_image_extension(key: str) -> None:
 
 def test_image_extensions_are_lower_case_with_a_dot() -> None:
     assert all(ext.startswith(".") and ext == ext.lower() for ext in IMAGE_EXTENSIONS)
+
+
+def test_a_heic_photo_without_its_plugin_names_the_package_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on a machine where pillow-heif is not installed.
+    monkeypatch.setitem(sys.modules, "pillow_heif.as_plugin", None)
+
+    reason = reason_of(GOOD_ODD_IMAGES["heic"])
+
+    assert "HEIF" in reason and "pip install pillow-heif" in reason

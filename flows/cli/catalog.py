@@ -64,14 +64,29 @@ def models() -> None:
 
 
 @app.command()
-def promote(version: Annotated[str, typer.Argument(help="the version to make champion")]) -> None:
-    """Make VERSION the champion (also the way to roll back)."""
+def promote(
+    version: Annotated[str, typer.Argument(help="the version to make champion")],
+    rescore: Annotated[
+        bool, typer.Option(help="score every current image the new champion has not scored")
+    ] = True,
+) -> None:
+    """Make VERSION the champion (also the way to roll back), then score what it has not."""
     from mlc_core.db.model_versions import promote_model_version, require_model_version
 
     with opened_workspace() as workspace, workspace.transaction() as session:
         record = require_model_version(session, version)
         promote_model_version(session, record, "promoted by hand with `mlc promote`")
-    console.print(f"{version} is now the champion; `mlc score --mode stale` rescores older rows")
+    console.print(f"{version} is now the champion")
+    if not rescore:
+        console.print(
+            "not rescored: an image it has not scored shows the tags of an earlier champion "
+            "that did, if any"
+        )
+        return
+    # Every registered image, whatever its prefix; the store is not listed again.
+    from flows.cli.jobs import run_scoring
+
+    run_scoring(prefixes=[""], mode="new", discover=False)
 
 
 @app.command()

@@ -71,22 +71,34 @@ def score(
     ] = None,
     mode: Annotated[ScoreMode, typer.Option(help="which images to score")] = "new",
     batch_size: Annotated[int | None, typer.Option(min=1, max=4096)] = None,
+    force_retire: Annotated[
+        bool,
+        typer.Option(
+            help="retire what a complete listing did not show, even more than "
+            "MLC_SCORING__MAX_RETIRE_FRACTION of a prefix"
+        ),
+    ] = False,
 ) -> None:
     """Score images in the store with the champion model and write probabilities and tags."""
     from mlc_core.db.model_versions import require_champion
-    from mlc_core.reports.scoring import score_summary
     from mlc_core.storage import validate_prefix
 
     for one_prefix in prefix or []:
         validate_prefix(one_prefix)
     with opened_workspace() as workspace, workspace.transaction() as session:
         require_champion(session)
+    run_scoring(prefixes=prefix, mode=mode, batch_size=batch_size, force_retire=force_retire)
+
+
+def run_scoring(**parameters: Any) -> None:
+    """Run the score flow with ``parameters`` behind a progress bar and print its summary."""
     # Imported once the cheap checks passed: it loads Prefect, which takes seconds a user
     # waiting for "train first" should not spend.
     from flows.score import score_flow
+    from mlc_core.reports.scoring import score_summary
 
     with progress_bar("scoring", _describe_scoring):
-        report = run_flow(score_flow, prefixes=prefix, mode=mode, batch_size=batch_size)
+        report = run_flow(score_flow, **parameters)
     print_document(score_summary(report))
 
 

@@ -9,9 +9,9 @@
   models, the champion, promotion and thresholds.
 
 SQLite (the embedded default) and PostgreSQL are both supported by one migration history.
-These views are what people query (all of them about the current version of each image,
-``images.superseded_at IS NULL``, and the champion model, ``model_versions.status =
-'champion'``; ``model_version`` is the version name such as ``v3``):
+The views people query are defined in ``views``: for each current image (not superseded, not
+retired) they show the tags and probabilities of one model version, the champion where it
+scored the image, else the most recent champion that did:
 
 ``current_tags(image_uri, tag, probability, model_version)``
     The tags of each image: the classes whose probability reached the class threshold.
@@ -19,7 +19,9 @@ These views are what people query (all of them about the current version of each
     Every class's probability for each image: the long form of ``scores.probabilities``, whose
     position ``i`` belongs to ``model_versions.classes[i]``.
 ``scoring_failures(image_uri, error, failed_at)``
-    Images that could not be scored, with the reason.
+    Images whose latest scoring failed, with the reason (they show no model tags).
+``shown_scores(image_id, model_version_id, probabilities, scored_at)``
+    The score row each current image shows, for queries of one's own.
 
 For example: ``SELECT image_uri FROM current_tags WHERE tag = 'beach' ORDER BY image_uri``.
 """

@@ -1,13 +1,12 @@
 """Statement helpers the query modules share: bounded IN lists, insert-or-ignore, prefix
-matching, objects carried over from an earlier session, and the database's clock."""
+matching, and objects carried over from an earlier session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, false, func, or_, select
+from sqlalchemy import ColumnElement, false, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -66,17 +65,3 @@ def in_session(session: Session, instance: _M) -> _M:
     if instance in session:
         return instance
     return session.merge(instance)
-
-
-def database_now(session: Session) -> datetime:
-    """The database's clock, for heartbeats and leases that several machines compare.
-
-    Every client compares its runs' heartbeats against the same clock, so a worker whose own
-    clock runs ahead cannot declare live runs dead. SQLite lives on one machine, whose clock
-    every client shares.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        now = session.scalar(select(func.statement_timestamp()))
-        if now is not None:
-            return now.astimezone(UTC)
-    return datetime.now(UTC)

@@ -24,16 +24,24 @@ Functions take a session and never commit; the caller owns the transaction.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, cast
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from mlc_core.db._statements import chunks, insert_ignoring_conflicts, starts_with_any
-from mlc_core.db.models import Image, Run, Score, ScoreClaim, utc_now
+from mlc_core.db._statements import (
+    CHUNK_SIZE,
+    chunks,
+    insert_ignoring_conflicts,
+    starts_with_any,
+)
+from mlc_core.db.engine import database_now
+from mlc_core.db.images import ClaimedImage, current_image, record_failures
+from mlc_core.db.models import Image, Run, Score, ScoreClaim
 from mlc_core.db.runs import end_runs
 
 ScoreMode = Literal["new", "stale", "all", "failed"]
@@ -79,15 +87,18 @@ class ClaimedBatch:
     """The result of one :func:`claim_images` call.
 
     Attributes:
-        images: ``(image id, uri)`` pairs this run now holds, in id order.
+        images: the images this run now holds, in id order.
         last_id: the highest image id looked at (the next keyset cursor), ``None`` when there
             was nothing left to look at.
         dead_runs_ended: runs this call ended because it took over their dead claims.
+        given_up: images recorded as failed instead of claimed: their claims had been taken
+            over from dead runs ``max_abandoned_claims`` times.
     """
 
-    images: list[tuple[int, str]]
+    images: list[ClaimedImage]
     last_id: int | None
     dead_runs_ended: list[int] = field(default_factory=list)
+    given_up: list[int] = field(default_factory=list)
 
 
 def _pending_by_mode(scope: ScoringScope) -> ColumnElement[bool]:
@@ -123,7 +134,7 @@ def pending_condition(scope: ScoringScope) -> ColumnElement[bool]:
     """The images the scope's run still has to score: current, under its prefixes, in its
     id range, and pending under its mode."""
     conditions = [
-        Image.superseded_at.is_(None),
+        current_image(),
         starts_with_any(Image.uri, scope.uri_prefixes),
         _pending_by_mode(scope),
     ]
@@ -208,13 +219,17 @@ def claim_images(
     limit: int,
     live_after: datetime,
     only_ids: Sequence[int] | None = None,
+    max_abandoned_claims: int | None = None,
 ) -> ClaimedBatch:
     """Pick the next pending images with ids above ``after_id`` and claim them for ``run_id``.
 
     Images held by a live claim are passed over; claims of dead runs (not running, or silent
     since before ``live_after``) are replaced, and those runs are ended first: a run that was
     only slow then finds itself ended at its next heartbeat or write and stops, instead of
-    scoring the same images as this one. The claims commit with the caller's transaction.
+    scoring the same images as this one. An image whose claim was taken over before (it was
+    in flight when a run died) is claimed alone, so an image that kills its scorer takes no
+    other image with it; one taken over ``max_abandoned_claims`` times is recorded as failed.
+    The claims commit with the caller's transaction.
 
     Args:
         session: a session in the caller's transaction.
@@ -224,21 +239,41 @@ def claim_images(
         limit: at most this many images are looked at.
         live_after: claims of runs whose heartbeat is older than this are dead.
         only_ids: look at these images only (to retry ones another run was holding).
+        max_abandoned_claims: give an image up after this many takeovers (None: never).
 
     Returns:
         The images now held by ``run_id`` and the cursor for the next call.
     """
-    candidates = _pick_candidates(session, scope, after_id, limit, live_after, only_ids)
+    candidates, last_id = _pick_candidates(session, scope, after_id, limit, live_after, only_ids)
     if not candidates:
-        return ClaimedBatch(images=[], last_id=None)
-    ids = [image_id for image_id, _ in candidates]
+        return ClaimedBatch(images=[], last_id=last_id)
+    ids = [candidate.image.id for candidate in candidates]
     ended = _end_dead_holders(session, scope, ids, run_id, live_after)
-    held = _insert_claims(session, scope, ids, run_id, live_after)
+    # Dropped after the ended runs' own: a claim left by a run that ended before.
+    taken_over = {c.image.id for c in candidates if c.dead_claim} | _drop_dead_claims(
+        session, scope, ids, live_after
+    )
+    abandoned = {c.image.id: c.abandoned + (c.image.id in taken_over) for c in candidates}
+    given_up = _give_up(session, taken_over, abandoned, max_abandoned_claims)
+    held = _insert_claims(session, scope, [i for i in ids if i not in given_up], run_id)
     return ClaimedBatch(
-        images=[(image_id, uri) for image_id, uri in candidates if image_id in held],
+        images=[c.image for c in candidates if c.image.id in held],
         last_id=ids[-1],
         dead_runs_ended=ended,
+        given_up=sorted(given_up),
     )
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    image: ClaimedImage
+    abandoned: int
+    dead_claim: bool
+
+    @property
+    def suspect(self) -> bool:
+        """In flight when a run died, once or now: it may be what killed the run."""
+        return self.abandoned > 0 or self.dead_claim
 
 
 def _pick_candidates(
@@ -248,9 +283,23 @@ def _pick_candidates(
     limit: int,
     live_after: datetime,
     only_ids: Sequence[int] | None,
-) -> list[tuple[int, str]]:
+) -> tuple[list[_Candidate], int | None]:
+    """The next pending unheld images and the cursor after them.
+
+    A suspect image comes alone; the batch before it stops short of it.
+    """
+    # A claim left on a candidate (live ones are passed over) is a dead run's: the image was
+    # in flight when that run died, and may be what killed it.
+    dead_claim = (
+        exists()
+        .where(
+            ScoreClaim.image_id == Image.id,
+            ScoreClaim.model_version_id == scope.model_version_id,
+        )
+        .label("dead_claim")
+    )
     statement = (
-        select(Image.id, Image.uri)
+        select(Image.id, Image.uri, Image.etag, Image.size, Image.abandoned_claims, dead_claim)
         .where(
             pending_condition(scope),
             Image.id > after_id,
@@ -259,13 +308,32 @@ def _pick_candidates(
         .order_by(Image.id)
         .limit(limit)
     )
+    window: list[int] = []
     if only_ids is not None:
-        statement = statement.where(Image.id.in_(list(only_ids)))
+        # One bounded IN list per call: the cursor walks through a long list of ids.
+        window = sorted(i for i in only_ids if i > after_id)[:CHUNK_SIZE]
+        if not window:
+            return [], None
+        statement = statement.where(Image.id.in_(window))
     if session.get_bind().dialect.name == "postgresql":
         # Two runs picking at the same moment skip each other's rows instead of both picking
         # them and one then finding every claim taken.
         statement = statement.with_for_update(of=Image, skip_locked=True)
-    return [(image_id, uri) for image_id, uri in session.execute(statement)]
+    rows = [
+        _Candidate(ClaimedImage(image_id, uri, etag, size), int(abandoned or 0), bool(dead))
+        for image_id, uri, etag, size, abandoned, dead in session.execute(statement)
+    ]
+    rows = _isolate_suspects(rows)
+    if rows:
+        return rows, rows[-1].image.id
+    return [], (window[-1] if window else None)
+
+
+def _isolate_suspects(rows: list[_Candidate]) -> list[_Candidate]:
+    """A suspect image comes alone; a batch stops short of one."""
+    if rows and rows[0].suspect:
+        return rows[:1]
+    return list(itertools.takewhile(lambda row: not row.suspect, rows))
 
 
 def _end_dead_holders(
@@ -286,24 +354,65 @@ def _end_dead_holders(
     return end_runs(session, dead_holders, live_after=live_after) if dead_holders else []
 
 
-def _insert_claims(
-    session: Session, scope: ScoringScope, ids: list[int], run_id: int, live_after: datetime
+def _drop_dead_claims(
+    session: Session, scope: ScoringScope, ids: list[int], live_after: datetime
 ) -> set[int]:
-    """Claim ``ids`` for ``run_id``; returns the ones it now holds that are still pending.
+    """Remove the claims of dead runs on these images; returns the images they were on.
 
     PostgreSQL runs each statement here on a fresh snapshot, while the pick may have read an
     older one: another run can have claimed, scored and released some candidates since. So
-    only claims that are dead now are replaced, a live claim makes the insert skip its image,
-    and only the images still pending after the insert count as held.
+    only claims that are dead now are removed, and a live claim makes the insert skip its
+    image.
     """
-    session.execute(
-        delete(ScoreClaim).where(
-            ScoreClaim.model_version_id == scope.model_version_id,
-            ScoreClaim.image_id.in_(ids),
-            ~_claim_of_a_live_run(live_after),
+    return set(
+        session.scalars(
+            delete(ScoreClaim)
+            .where(
+                ScoreClaim.model_version_id == scope.model_version_id,
+                ScoreClaim.image_id.in_(ids),
+                ~_claim_of_a_live_run(live_after),
+            )
+            .returning(ScoreClaim.image_id)
         )
     )
-    now = utc_now()
+
+
+def _give_up(
+    session: Session,
+    taken_over: set[int],
+    abandoned: dict[int, int],
+    max_abandoned_claims: int | None,
+) -> set[int]:
+    """Count the takeovers; record as failed the images that reached the limit."""
+    for image_id in taken_over:
+        session.execute(
+            update(Image)
+            .where(Image.id == image_id)
+            .values(abandoned_claims=abandoned[image_id])
+            .execution_options(synchronize_session=False)
+        )
+    if max_abandoned_claims is None:
+        return set()
+    given_up = {i for i in taken_over if abandoned[i] >= max_abandoned_claims}
+    record_failures(
+        session,
+        [
+            (
+                image_id,
+                f"crashed the scorer {abandoned[image_id]} times: every run that read it died "
+                "before writing it (out of memory?), so it is no longer claimed",
+            )
+            for image_id in sorted(given_up)
+        ],
+    )
+    return given_up
+
+
+def _insert_claims(session: Session, scope: ScoringScope, ids: list[int], run_id: int) -> set[int]:
+    """Claim ``ids`` for ``run_id``; returns the ones it now holds that are still pending."""
+    if not ids:
+        return set()
+    now = database_now(session)
     inserted = set(
         session.scalars(
             insert_ignoring_conflicts(

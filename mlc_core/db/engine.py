@@ -6,14 +6,16 @@ engine, and :func:`check_connection` turns "cannot connect" into one readable se
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
-from mlc_core.errors import DatabaseError, DatabaseUnavailable
+from mlc_core.errors import DatabaseError, DatabaseUnavailable, redact_password
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 # Several processes may write to one SQLite file (a rerun after a crash, two concurrent runs):
@@ -26,8 +28,9 @@ def create_db_engine(url: str) -> Engine:
     """Create an engine for ``url`` without connecting.
 
     SQLite: the parent folder of the file is created; every connection enforces foreign keys,
-    uses the WAL journal, waits up to 30 s for another writer, and starts each transaction
-    with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing mid-transaction.
+    uses the WAL journal, compares ``LIKE`` case-sensitively (as PostgreSQL does), waits up
+    to 30 s for another writer, and starts each transaction with ``BEGIN IMMEDIATE`` so
+    concurrent writers queue instead of failing mid-transaction.
     PostgreSQL (psycopg 3): connections are checked before use (``pool_pre_ping``) and give
     up after 5 s when the server does not answer.
 
@@ -43,8 +46,8 @@ def create_db_engine(url: str) -> Engine:
         parsed = make_url(url)
     except ArgumentError:
         raise DatabaseError(
-            f"cannot parse the database URL {url!r}; expected e.g. sqlite:///path/mlc.db or "
-            "postgresql+psycopg://user@host:5432/dbname"
+            f"cannot parse the database URL {redact_password(url)!r}; expected e.g. "
+            "sqlite:///path/mlc.db or postgresql+psycopg://user@host:5432/dbname"
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -88,6 +91,8 @@ def _configure_sqlite_connection(dbapi_connection: Any, _connection_record: Any)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+        # As on PostgreSQL: the prefix images/cats/ must not also match images/Cats/.
+        cursor.execute("PRAGMA case_sensitive_like = ON")
     finally:
         cursor.close()
 
@@ -143,3 +148,17 @@ def database_failure(engine: Engine, error: DBAPIError) -> DatabaseError:
             "rerun once it is reachable again"
         )
     return DatabaseError(f"the database at {where} refused a statement: {reason}")
+
+
+def database_now(session: Session) -> datetime:
+    """The database's clock, for heartbeats and leases that several machines compare.
+
+    Every client compares its runs' heartbeats against the same clock, so a worker whose own
+    clock runs ahead cannot declare live runs dead. SQLite lives on one machine, whose clock
+    every client shares.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        now = session.scalar(select(func.statement_timestamp()))
+        if now is not None:
+            return now.astimezone(UTC)
+    return datetime.now(UTC)

@@ -1,7 +1,10 @@
-"""Image versions: register what the store lists, look versions up, record decode failures.
+"""Image versions: register what the store lists, look versions up, record failures, retire
+what the store no longer has.
 
 An image row is one version of an object: ``(uri, etag)`` is unique, a changed object is a
-new row, and the older one is marked ``superseded_at``.
+new row, and the older one is marked ``superseded_at``. An object gone from the store is
+``retired_at``: it leaves the views and keeps its history. The current version of an object
+is the one neither superseded nor retired (:func:`current_image`).
 
 Functions take a session and never commit; the caller owns the transaction.
 """
@@ -12,11 +15,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from mlc_core.db._statements import chunks, insert_ignoring_conflicts, starts_with_any
-from mlc_core.db.models import Image, utc_now
+from mlc_core.db._statements import (
+    chunks,
+    insert_ignoring_conflicts,
+    starts_with_any,
+)
+from mlc_core.db.engine import database_now
+from mlc_core.db.models import Image
+
+
+def current_image() -> ColumnElement[bool]:
+    """The image row is the current version of its object: not superseded, not retired."""
+    return and_(Image.superseded_at.is_(None), Image.retired_at.is_(None))
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,16 @@ class ImageVersion:
     current: bool
 
 
+@dataclass(frozen=True)
+class ClaimedImage:
+    """An image a scoring run holds, with what it needs to read exactly that version."""
+
+    id: int
+    uri: str
+    etag: str
+    size: int
+
+
 def find_image_versions(
     session: Session, versions: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], ImageVersion]:
@@ -45,21 +68,29 @@ def find_image_versions(
     found: dict[tuple[str, str], ImageVersion] = {}
     for chunk in chunks(sorted({uri for uri, _ in wanted})):
         rows = session.execute(
-            select(Image.id, Image.uri, Image.etag, Image.superseded_at).where(Image.uri.in_(chunk))
+            select(Image.id, Image.uri, Image.etag, current_image()).where(Image.uri.in_(chunk))
         )
-        for image_id, uri, etag, superseded_at in rows:
+        for image_id, uri, etag, current in rows:
             if (uri, etag) in wanted:
-                found[(uri, etag)] = ImageVersion(image_id, superseded_at is None)
+                found[(uri, etag)] = ImageVersion(image_id, bool(current))
     return found
 
 
-def register_images(session: Session, images: Sequence[ImageRecord]) -> dict[tuple[str, str], int]:
+def register_images(
+    session: Session, images: Sequence[ImageRecord], *, listed_at: datetime | None = None
+) -> dict[tuple[str, str], int]:
     """Record the listed objects as the current versions of their URIs.
 
     A ``(uri, etag)`` not seen before becomes a new image row (status ``new``); one already
     known is left as it is. Every other version of the same URI is marked superseded (from now
-    on), and a listed version that had been superseded becomes current again (the object was
-    restored). When one URI is listed with two etags, the later record is the current one.
+    on). A listed version that had been superseded becomes current again (the object was
+    restored) only when it is not older than the current one: a listing that overlapped a
+    rewrite cannot bring the old bytes back. A retired version that is listed again is current
+    again. When one URI is listed with two etags, the later record is the current one.
+
+    Args:
+        listed_at: the listing's start on the database's clock, recorded on every listed
+            version (see :func:`retire_unlisted`); default now.
 
     Returns:
         ``(uri, etag) -> images.id`` for every given record.
@@ -67,7 +98,7 @@ def register_images(session: Session, images: Sequence[ImageRecord]) -> dict[tup
     records = list({(image.uri, image.etag): image for image in images}.values())
     if not records:
         return {}
-    now = utc_now()
+    now = database_now(session)
     pairs = [(record.uri, record.etag) for record in records]
     ids = {pair: version.id for pair, version in find_image_versions(session, pairs).items()}
     missing = [record for record in records if (record.uri, record.etag) not in ids]
@@ -91,25 +122,121 @@ def register_images(session: Session, images: Sequence[ImageRecord]) -> dict[tup
         )
         added = find_image_versions(session, [(record.uri, record.etag) for record in missing])
         ids.update({pair: version.id for pair, version in added.items()})
-    current = {record.uri: ids[(record.uri, record.etag)] for record in records}
-    for chunk in chunks(list(current.items())):
-        _make_current(session, [uri for uri, _ in chunk], [image_id for _, image_id in chunk], now)
+    listed = {
+        record.uri: (ids[(record.uri, record.etag)], record.modified_at) for record in records
+    }
+    for chunk in chunks(list(listed.items())):
+        _make_current(session, dict(chunk), now)
+    mark_listed(session, list(ids.values()), listed_at or now)
     return ids
 
 
 def _make_current(
-    session: Session, uris: Sequence[str], current_ids: Sequence[int], now: datetime
+    session: Session, listed: dict[str, tuple[int, datetime | None]], now: datetime
 ) -> None:
-    session.execute(
-        update(Image)
-        .where(Image.id.in_(current_ids), Image.superseded_at.is_not(None))
-        .values(superseded_at=None)
+    """Make each URI's listed version (id, listed modified time) its current one, unless a
+    current version of the URI is newer than that time."""
+    ids = [image_id for image_id, _ in listed.values()]
+    not_current = set(
+        session.scalars(
+            select(Image.id).where(
+                Image.id.in_(ids),
+                or_(Image.superseded_at.is_not(None), Image.retired_at.is_not(None)),
+            )
+        )
     )
+    newer = Image.__table__.alias("newer")
+    for image_id, modified_at in listed.values():
+        if image_id not in not_current:
+            continue
+        newer_current = exists().where(
+            newer.c.uri == Image.uri,
+            newer.c.id != Image.id,
+            newer.c.superseded_at.is_(None),
+            newer.c.modified_at > modified_at,
+        )
+        session.execute(
+            update(Image)
+            .where(Image.id == image_id, ~newer_current if modified_at is not None else true())
+            .values(superseded_at=None, retired_at=None, modified_at=modified_at)
+            .execution_options(synchronize_session=False)
+        )
+    current = set(
+        session.scalars(select(Image.id).where(Image.id.in_(ids), Image.superseded_at.is_(None)))
+    )
+    uris = [uri for uri, (image_id, _) in listed.items() if image_id in current]
     session.execute(
         update(Image)
-        .where(Image.uri.in_(uris), Image.id.not_in(current_ids), Image.superseded_at.is_(None))
+        .where(Image.uri.in_(uris), Image.id.not_in(current), Image.superseded_at.is_(None))
         .values(superseded_at=now)
+        .execution_options(synchronize_session=False)
     )
+
+
+def mark_listed(session: Session, image_ids: Sequence[int], listed_at: datetime) -> None:
+    """Record that a listing that started at ``listed_at`` showed these image versions."""
+    for chunk in chunks(list(image_ids)):
+        session.execute(
+            update(Image)
+            .where(Image.id.in_(chunk))
+            .values(listed_at=listed_at)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def retire_images(session: Session, image_ids: Sequence[int]) -> int:
+    """Retire these image versions (their objects are gone); returns how many were current."""
+    retired = 0
+    now = database_now(session)
+    for chunk in chunks(list(image_ids)):
+        result = session.execute(
+            update(Image)
+            .where(Image.id.in_(chunk), Image.retired_at.is_(None))
+            .values(retired_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        retired += int(getattr(result, "rowcount", 0))
+    return retired
+
+
+def _unlisted(uri_prefix: str, listed_since: datetime) -> ColumnElement[bool]:
+    # Registered before the listing began, and not shown by it: gone from the store.
+    return and_(
+        current_image(),
+        starts_with_any(Image.uri, [uri_prefix]),
+        Image.first_seen_at < listed_since,
+        or_(Image.listed_at.is_(None), Image.listed_at < listed_since),
+    )
+
+
+def count_unlisted(session: Session, uri_prefix: str, listed_since: datetime) -> tuple[int, int]:
+    """``(unlisted, known)``: the current images under ``uri_prefix`` registered before
+    ``listed_since`` that a listing started then did not show, and all of them."""
+    known_before = and_(
+        current_image(),
+        starts_with_any(Image.uri, [uri_prefix]),
+        Image.first_seen_at < listed_since,
+    )
+    known = session.scalar(select(func.count()).select_from(Image).where(known_before)) or 0
+    unlisted = (
+        session.scalar(
+            select(func.count()).select_from(Image).where(_unlisted(uri_prefix, listed_since))
+        )
+        or 0
+    )
+    return int(unlisted), int(known)
+
+
+def retire_unlisted(session: Session, uri_prefix: str, listed_since: datetime) -> int:
+    """Retire the current images under ``uri_prefix`` that a complete listing started at
+    ``listed_since`` did not show; returns how many."""
+    result = session.execute(
+        update(Image)
+        .where(_unlisted(uri_prefix, listed_since))
+        .values(retired_at=database_now(session))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))
 
 
 def record_failures(session: Session, failures: Sequence[tuple[int, str]]) -> None:
@@ -121,24 +248,11 @@ def record_failures(session: Session, failures: Sequence[tuple[int, str]]) -> No
     reasons = dict(failures)
     if not reasons:
         return
-    now = utc_now()
+    now = database_now(session)
     session.execute(
         update(Image),
         [
             {"id": image_id, "status": "failed", "error": reason, "failed_at": now}
             for image_id, reason in reasons.items()
         ],
-    )
-
-
-def has_current_images(session: Session, uri_prefix: str) -> bool:
-    """Whether any current image version has a URI starting with ``uri_prefix``."""
-    return bool(
-        session.scalar(
-            select(
-                exists().where(
-                    Image.superseded_at.is_(None), starts_with_any(Image.uri, [uri_prefix])
-                )
-            )
-        )
     )

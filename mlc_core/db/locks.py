@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from mlc_core.db._statements import database_now, insert_ignoring_conflicts
+from mlc_core.db._statements import insert_ignoring_conflicts
+from mlc_core.db.engine import database_now
 from mlc_core.db.models import Run, RunLock
 
 

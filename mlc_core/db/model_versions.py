@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mlc_core.db._statements import in_session
+from mlc_core.db.engine import database_now
 from mlc_core.db.models import ModelVersion, utc_now
 from mlc_core.errors import NoChampionModel, UnknownModelVersion
 
@@ -115,19 +116,27 @@ def list_model_versions(session: Session) -> list[ModelVersion]:
 def promote_model_version(session: Session, model_version: ModelVersion, decision: str) -> None:
     """Make ``model_version`` the champion and retire the previous one.
 
+    Promoting a version older than the champion is a rollback: the champion it replaces is
+    marked rolled back, and its tags are shown nowhere until it is promoted again (see
+    :mod:`mlc_core.db.views`).
+
     Args:
         model_version: the version to promote; it may come from another (closed) session.
         decision: why it was promoted, kept with the version.
     """
     model_version = in_session(session, model_version)
     champion = get_champion(session)
+    now = database_now(session)
     if champion is not None and champion.id != model_version.id:
         champion.status = "retired"
+        if champion.id > model_version.id:
+            champion.rolled_back_at = now
         # The partial unique index allows one champion: the old one must be retired in the
         # database before the new one is written.
         session.flush()
     model_version.status = "champion"
-    model_version.promoted_at = utc_now()
+    model_version.promoted_at = now
+    model_version.rolled_back_at = None
     model_version.decision = decision
     session.flush()
 

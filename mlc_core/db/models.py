@@ -87,6 +87,13 @@ class Image(Base):
     status: Mapped[str] = mapped_column(String(16), default="new", server_default="new")
     error: Mapped[str | None] = mapped_column(Text)
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The object is gone from the store: a read found it missing, or a complete listing of
+    # its prefix did not show it. Retired rows leave the views and keep their history.
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When a listing last showed this version (the discovery's start, on the database's clock).
+    listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # How often claims on this image were taken over from runs that died holding it.
+    abandoned_claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Label(Base):
@@ -136,6 +143,9 @@ class ModelVersion(Base):
     decision: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when a rollback (promoting an older version) made this version step down: its tags
+    # are shown nowhere until it is promoted again.
+    rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Run(Base):

@@ -3,7 +3,9 @@ and, while it works, its heartbeat.
 
 A running scoring run refreshes ``heartbeat_at``; one silent for longer than the lease is
 dead (``kill -9``, a lost machine), and whoever finds it ends it, which drops the images it
-had claimed.
+had claimed. Heartbeats and the lease use the database's clock, which every machine shares,
+and the silence is checked in the statement that ends a run, so a run that beat a moment ago
+is never ended.
 
 Functions take a session and never commit; the caller owns the transaction.
 """
@@ -11,14 +13,15 @@ Functions take a session and never commit; the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from mlc_core.db._statements import in_session
-from mlc_core.db.models import RUN_KINDS, RUN_STATUSES, Run, ScoreClaim, utc_now
+from mlc_core.db.engine import database_now
+from mlc_core.db.models import RUN_KINDS, RUN_STATUSES, Run, ScoreClaim
 
 
 def start_run(session: Session, kind: str, parameters: dict[str, Any]) -> Run:
@@ -29,7 +32,13 @@ def start_run(session: Session, kind: str, parameters: dict[str, Any]) -> Run:
     """
     if kind not in RUN_KINDS:
         raise ValueError(f"unknown run kind {kind!r}; expected one of {', '.join(RUN_KINDS)}")
-    run = Run(kind=kind, status="running", started_at=utc_now(), parameters=parameters, counts={})
+    run = Run(
+        kind=kind,
+        status="running",
+        started_at=database_now(session),
+        parameters=parameters,
+        counts={},
+    )
     session.add(run)
     session.flush()
     return run
@@ -63,7 +72,7 @@ def finish_run(
         )
     run = in_session(session, run)
     run.status = status
-    run.finished_at = utc_now()
+    run.finished_at = database_now(session)
     run.counts = counts
     run.error = error
     if model_version_id is not None:
@@ -81,10 +90,15 @@ def record_heartbeat(session: Session, run_id: int) -> bool:
     result = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == "running")
-        .values(heartbeat_at=utc_now())
+        .values(heartbeat_at=database_now(session))
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+def live_after(session: Session, lease: timedelta) -> datetime:
+    """The oldest heartbeat of a live run: the database's now minus the lease."""
+    return database_now(session) - lease
 
 
 def end_dead_runs(session: Session, *, live_after: datetime) -> list[int]:
@@ -109,8 +123,8 @@ def end_dead_runs(session: Session, *, live_after: datetime) -> list[int]:
 
 
 def end_runs(session: Session, run_ids: Sequence[int], *, live_after: datetime) -> list[int]:
-    """Mark these runs failed, if still running, for silence since before ``live_after``, and
-    drop their claims.
+    """Mark these runs failed and drop their claims, those still running and silent since
+    before ``live_after``.
 
     Returns:
         The ids of the runs this call ended (a run already ended is left as it was).
@@ -120,10 +134,14 @@ def end_runs(session: Session, run_ids: Sequence[int], *, live_after: datetime) 
     ended = list(
         session.scalars(
             update(Run)
-            .where(Run.id.in_(list(run_ids)), Run.status == "running")
+            .where(
+                Run.id.in_(list(run_ids)),
+                Run.status == "running",
+                func.coalesce(Run.heartbeat_at, Run.started_at) < live_after,
+            )
             .values(
                 status="failed",
-                finished_at=utc_now(),
+                finished_at=database_now(session),
                 error=(
                     "the run stopped without finishing (no heartbeat since before "
                     f"{live_after.isoformat(timespec='seconds')}); a later run took over its "
@@ -134,7 +152,10 @@ def end_runs(session: Session, run_ids: Sequence[int], *, live_after: datetime) 
             .execution_options(synchronize_session=False)
         )
     )
-    session.execute(delete(ScoreClaim).where(ScoreClaim.run_id.in_(list(run_ids))))
+    # Claims of runs that are not running (ended now or before) hold nothing any more; a run
+    # that beat a moment ago keeps its claims.
+    not_running = select(Run.id).where(Run.id.in_(list(run_ids)), Run.status != "running")
+    session.execute(delete(ScoreClaim).where(ScoreClaim.run_id.in_(not_running)))
     return sorted(ended)
 
 

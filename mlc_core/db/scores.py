@@ -15,11 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from mlc_core.db._statements import chunks, insert_ignoring_conflicts
-from mlc_core.db.models import Image, ImageTag, ModelVersion, Score, utc_now
+from mlc_core.db.engine import database_now
+from mlc_core.db.images import current_image
+from mlc_core.db.models import Image, ImageTag, ModelVersion, Score
+from mlc_core.db.views import shown_scores
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def write_scores(
     latest = {score.image_id: score for score in scores}
     if not latest:
         return 0
-    now = utc_now()
+    now = database_now(session)
     statement = insert_ignoring_conflicts(session, Score, ["image_id", "model_version_id"])
     inserted = set(
         session.scalars(
@@ -195,7 +198,7 @@ def scores_for_uris(
             .join(Score, Score.image_id == Image.id)
             .where(
                 Image.uri.in_(chunk),
-                Image.superseded_at.is_(None),
+                current_image(),
                 Score.model_version_id == model_version_id,
             )
         ).all()
@@ -207,7 +210,7 @@ def scores_for_uris(
 
 @dataclass(frozen=True)
 class TaggedImage:
-    """The current version of an image with all its tags under the champion model."""
+    """The current version of an image with all the tags people see for it."""
 
     uri: str
     tags: dict[str, float]
@@ -217,10 +220,11 @@ class TaggedImage:
 def find_images_with_tags(
     session: Session, tags: Sequence[str], *, limit: int = 100
 ) -> list[TaggedImage]:
-    """Current image versions that carry every one of ``tags`` under the champion model.
+    """Current image versions that carry every one of ``tags``, as the views show them.
 
-    Tags are compared exactly (they are stored normalized; see ``mlc_core.labels``). Without a
-    champion nothing is tagged, so the result is empty.
+    Each image shows the tags of one model version (see :mod:`mlc_core.db.views`): the
+    champion's where it scored the image, else those of the most recent champion that did.
+    Tags are compared exactly (they are stored normalized; see ``mlc_core.labels``).
 
     Returns:
         At most ``limit`` images ordered by URI, each with all its tags (highest probability
@@ -234,26 +238,27 @@ def find_images_with_tags(
         raise ValueError("expected at least one tag to search for")
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    champion = session.execute(
-        select(ModelVersion.id, ModelVersion.version).where(ModelVersion.status == "champion")
-    ).one_or_none()
-    if champion is None:
-        return []
-    champion_id, champion_version = champion
+    shown_tag = and_(
+        ImageTag.image_id == shown_scores.c.image_id,
+        ImageTag.model_version_id == shown_scores.c.model_version_id,
+    )
     with_all_tags = (
         select(ImageTag.image_id)
-        .where(ImageTag.model_version_id == champion_id, ImageTag.tag.in_(wanted))
+        .join(shown_scores, shown_tag)
+        .where(ImageTag.tag.in_(wanted))
         .group_by(ImageTag.image_id)
         .having(func.count() == len(wanted))
     )
     images = session.execute(
-        select(Image.id, Image.uri)
-        .where(Image.id.in_(with_all_tags), Image.superseded_at.is_(None))
+        select(Image.id, Image.uri, ModelVersion.id, ModelVersion.version)
+        .join(shown_scores, shown_scores.c.image_id == Image.id)
+        .join(ModelVersion, ModelVersion.id == shown_scores.c.model_version_id)
+        .where(Image.id.in_(with_all_tags))
         .order_by(Image.uri, Image.id)
         .limit(limit)
     ).all()
-    scored = _with_tags(session, champion_id, [(image_id, []) for image_id, _ in images])
-    return [
-        TaggedImage(uri=uri, tags=dict(score.tags), model_version=champion_version)
-        for (_, uri), score in zip(images, scored, strict=True)
-    ]
+    found = []
+    for image_id, uri, model_version_id, version in images:
+        [score] = _with_tags(session, model_version_id, [(image_id, [])])
+        found.append(TaggedImage(uri=uri, tags=dict(score.tags), model_version=version))
+    return found

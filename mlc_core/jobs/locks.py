@@ -133,7 +133,7 @@ def holding_locks(
         purpose: what holds them, for the messages of jobs that wait ("mlc score").
         timeout_seconds: give up waiting after this long; ``None`` waits as long as it takes.
         on_wait: called with a sentence each time the job starts waiting on other holders
-            (default: the log).
+            (default: a warning in the log).
 
     Raises:
         LockTimeout: the locks were not free within ``timeout_seconds``.
@@ -142,7 +142,10 @@ def holding_locks(
     """
     wanted = sorted(set(names))
     holder = uuid.uuid4().hex
-    _wait_and_acquire(workspace, wanted, holder, purpose, timeout_seconds, on_wait or logger.info)
+    # A job that waits says so where it is seen: it would otherwise look hung.
+    _wait_and_acquire(
+        workspace, wanted, holder, purpose, timeout_seconds, on_wait or logger.warning
+    )
     held = HeldLocks(workspace, wanted, holder)
     failed = True
     try:

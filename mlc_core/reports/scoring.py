@@ -27,6 +27,10 @@ def score_summary_rows(report: ScoreReport) -> list[dict[str, Any]]:
     rows += [(f"failed: {reason}", n) for reason, n in sorted(report.failed_by_reason.items())]
     rows += [(f"skipped: {reason}", n) for reason, n in sorted(report.skipped.items())]
     rows += [
+        ("retired (gone from the store)", report.retired),
+        ("not retired (over the fraction)", report.retire_refused),
+    ]
+    rows += [
         ("images/s", round(report.images_per_second, 2)),
         ("seconds", round(report.seconds, 1)),
     ]
@@ -44,6 +48,10 @@ def score_summary(report: ScoreReport) -> Document:
         document.add(f"  failed: {count} x {reason}")
     for reason, count in sorted(report.skipped.items()):
         document.add(f"  skipped: {count} x {reason}")
+    if report.retired:
+        document.add(f"  retired: {report.retired} images gone from the store")
+    if report.left_to_other_runs:
+        document.add(f"  left {report.left_to_other_runs} images to the live runs that hold them")
     if report.dead_runs_ended:
         document.add(
             f"  took over the images of runs {report.dead_runs_ended}, which stopped without "

@@ -7,7 +7,7 @@ key works on every backend, so a key is valid only if it is valid everywhere: no
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -34,6 +34,31 @@ class ObjectInfo:
     modified: datetime
 
 
+class Listing:
+    """The pages of one listing, and whether it saw everything under its prefix.
+
+    Iterate it once for the pages. A listing that raised saw nothing reliable; one that ran
+    to its end may still have passed over folders it could not read (a local store), which it
+    names in ``unreadable``: such a listing is not ``complete``, so nothing may be concluded
+    from what it did not show.
+    """
+
+    def __init__(self, pages: Callable[[Listing], Iterator[list[ObjectInfo]]]) -> None:
+        """``pages(listing)`` yields the pages and appends to ``listing.unreadable``."""
+        self.unreadable: list[str] = []
+        self.finished = False
+        self._pages = pages(self)
+
+    def __iter__(self) -> Iterator[list[ObjectInfo]]:
+        yield from self._pages
+        self.finished = True
+
+    @property
+    def complete(self) -> bool:
+        """True once every page was read and nothing under the prefix was passed over."""
+        return self.finished and not self.unreadable
+
+
 class ObjectStore(Protocol):
     """A flat namespace of byte objects: a local folder or an S3 bucket prefix.
 
@@ -51,8 +76,8 @@ class ObjectStore(Protocol):
         """Return the full URI of one object, not percent-encoded: ``root_uri + key``."""
         ...
 
-    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Iterator[list[ObjectInfo]]:
-        """Yield the objects whose key starts with ``prefix``, ``page_size`` at a time."""
+    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Listing:
+        """The objects whose key starts with ``prefix``, ``page_size`` at a time."""
         ...
 
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -63,8 +88,19 @@ class ObjectStore(Protocol):
         """Return the object's info; raise ``ObjectNotFound`` if it does not exist."""
         ...
 
-    def get(self, key: str) -> bytes:
-        """Return the object's bytes; raise ``ObjectNotFound`` if it does not exist."""
+    def get(self, key: str, *, etag: str | None = None, max_bytes: int | None = None) -> bytes:
+        """Return the object's bytes.
+
+        Args:
+            key: the object.
+            etag: read only this version: another one raises ``ObjectChanged``.
+            max_bytes: refuse a larger object with ``ObjectTooLarge``, before reading it
+                where the size is known up front and while reading it in any case.
+
+        Raises:
+            ObjectNotFound: there is no such object.
+            ObjectUnreadable: the store refuses this one object for good.
+        """
         ...
 
     def put(self, key: str, data: bytes) -> ObjectInfo:

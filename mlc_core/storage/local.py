@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -11,8 +12,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlc_core.errors import InvalidKey, ObjectNotFound, StorageError, StoreUnavailable
-from mlc_core.storage.base import ObjectInfo, batched, validate_key, validate_prefix
+from mlc_core.errors import (
+    InvalidKey,
+    ObjectChanged,
+    ObjectNotFound,
+    ObjectTooLarge,
+    ObjectUnreadable,
+    StorageError,
+    StoreUnavailable,
+)
+from mlc_core.storage.base import Listing, ObjectInfo, batched, validate_key, validate_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +55,15 @@ class LocalStore:
         """
         return self.root_uri + validate_key(key)
 
-    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Iterator[list[ObjectInfo]]:
-        """Yield the files whose key starts with ``prefix``, ``page_size`` at a time.
+    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Listing:
+        """The files whose key starts with ``prefix``, ``page_size`` at a time.
 
         Keys come in ascending order of their UTF-8 bytes, as S3 lists them. Folders are read
         lazily one at a time, so memory holds the names of the folders on the current path, never
-        the whole listing. A missing root folder lists as empty.
+        the whole listing. A missing root folder lists as empty. A folder that cannot be read
+        is named in the listing's ``unreadable`` and the others are still listed. A symbolic
+        link to a file is listed (reading it is refused, so it can be recorded); one to a
+        folder is not walked into.
 
         Raises:
             InvalidKey: the prefix breaks the key rules (raised at the call).
@@ -59,7 +71,7 @@ class LocalStore:
             StoreUnavailable: the root exists but is not a folder.
         """
         validate_prefix(prefix)
-        return batched(self._walk(prefix), page_size)
+        return Listing(lambda listing: batched(self._walk(prefix, listing), page_size))
 
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield the files whose key starts with ``prefix``, in :meth:`list_pages` order."""
@@ -70,44 +82,46 @@ class LocalStore:
         """Return the size, etag and modification time of one file without reading it.
 
         Raises:
-            InvalidKey: the key breaks the key rules or leads out of the root.
+            InvalidKey: the key breaks the key rules.
             ObjectNotFound: there is no regular file at the key.
+            ObjectUnreadable: the file or a folder on its way is a link, or may not be read.
         """
-        path = self._path(key)
+        descriptor = self._open_for_reading(key)
         try:
-            status = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFound(key, self.url) from None
-        except OSError as error:
-            raise self._os_error(error, key, "read") from error
-        if not stat.S_ISREG(status.st_mode):
-            raise ObjectNotFound(key, self.url)
-        return _info(key, status)
-
-    def get(self, key: str) -> bytes:
-        """Return the bytes of one file.
-
-        Raises:
-            InvalidKey: the key breaks the key rules or leads out of the root.
-            ObjectNotFound: there is no regular file at the key.
-        """
-        path = self._path(key)
-        try:
-            # O_NONBLOCK so that a FIFO at the key cannot hang the read; fstat then refuses it.
-            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFound(key, self.url) from None
-        except OSError as error:
-            raise self._os_error(error, key, "read") from error
-        try:
-            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-                raise ObjectNotFound(key, self.url)
-            with open(descriptor, "rb", closefd=False) as file:
-                return file.read()
-        except OSError as error:
-            raise self._os_error(error, key, "read") from error
+            return _info(key, os.fstat(descriptor))
         finally:
             os.close(descriptor)
+
+    def get(self, key: str, *, etag: str | None = None, max_bytes: int | None = None) -> bytes:
+        """Return the bytes of one file (see :meth:`ObjectStore.get`).
+
+        The file is opened without following any symbolic link on its way, so a link swapped
+        in after the listing cannot lead a read out of the store; ``etag`` is compared with the
+        opened file's own metadata.
+
+        Raises:
+            InvalidKey: the key breaks the key rules.
+            ObjectNotFound: there is no regular file at the key.
+            ObjectChanged: ``etag`` is given and the file is another version.
+            ObjectTooLarge: the file is larger than ``max_bytes``.
+            ObjectUnreadable: the file or a folder on its way is a link, or may not be read.
+        """
+        descriptor = self._open_for_reading(key, root_must_exist=True)
+        try:
+            status = os.fstat(descriptor)
+            if etag is not None and _info(key, status).etag != etag:
+                raise ObjectChanged(key, etag)
+            if max_bytes is not None and status.st_size > max_bytes:
+                raise ObjectTooLarge(key, status.st_size, max_bytes)
+            with open(descriptor, "rb", closefd=False) as file:
+                data = file.read() if max_bytes is None else file.read(max_bytes + 1)
+        except OSError as error:
+            raise self._read_error(error, key) from error
+        finally:
+            os.close(descriptor)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ObjectTooLarge(key, None, max_bytes)
+        return data
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         """Write one file atomically, creating its folders.
@@ -188,11 +202,83 @@ class LocalStore:
                 "create it or point the store URL at a folder you can write"
             ) from error
 
-    def _path(self, key: str) -> str:
+    def _open_for_reading(self, key: str, *, root_must_exist: bool = False) -> int:
+        """A descriptor of the regular file at ``key``, reached one folder at a time without
+        following a symbolic link (a check of the path before opening it could be raced).
+
+        ``root_must_exist``: a missing store folder is an outage (an unmounted share), not a
+        missing object; a store never written to has no folder yet, which ``head`` and
+        ``exists`` take as empty.
+        """
+        parts = self._checked_key(key).split("/")
+        try:
+            folder = os.open(self.url, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not root_must_exist:
+                raise ObjectNotFound(key, self.url) from None
+            raise StoreUnavailable(
+                f"the store folder {self.url} does not exist; mount or create it, or point "
+                "the store URL at it"
+            ) from None
+        except NotADirectoryError:
+            raise self._root_not_a_folder() from None
+        except OSError as error:
+            raise self._read_error(error, key) from error
+        try:
+            for depth, part in enumerate(parts):
+                last = depth == len(parts) - 1
+                # O_NONBLOCK: a FIFO at the key cannot hang the open; fstat then refuses it.
+                kind = os.O_NONBLOCK if last else os.O_DIRECTORY
+                try:
+                    opened = os.open(
+                        part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | kind, dir_fd=folder
+                    )
+                except OSError as error:
+                    raise self._open_error(error, key, folder, part) from error
+                os.close(folder)
+                folder = opened
+        except BaseException:
+            os.close(folder)
+            raise
+        if not stat.S_ISREG(os.fstat(folder).st_mode):
+            os.close(folder)
+            raise ObjectNotFound(key, self.url)
+        return folder
+
+    def _open_error(self, error: OSError, key: str, folder: int, part: str) -> StorageError:
+        if isinstance(error, FileNotFoundError):
+            return ObjectNotFound(key, self.url)
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            try:
+                is_link = stat.S_ISLNK(os.lstat(part, dir_fd=folder).st_mode)
+            except OSError:
+                is_link = False
+            if not is_link:
+                return ObjectNotFound(key, self.url)  # a file where a folder would be
+            return ObjectUnreadable(
+                key,
+                "symbolic link: the local store reads only regular files inside its folder, "
+                "not a link nor what lies below one; copy the file into the store",
+            )
+        return self._read_error(error, key)
+
+    def _read_error(self, error: OSError, key: str) -> StorageError:
+        if isinstance(error, PermissionError):
+            return ObjectUnreadable(
+                key, f"permission denied: the user running mlc may not read it ({error.strerror})"
+            )
+        if error.errno == errno.EIO:
+            return ObjectUnreadable(key, "I/O error: the file system failed to read it")
+        return self._os_error(error, key, "read")
+
+    def _checked_key(self, key: str) -> str:
         validate_key(key)
         if key.rpartition("/")[2].startswith(TEMP_PREFIX):
             raise InvalidKey(key, f"names starting with {TEMP_PREFIX!r} are reserved for put()")
-        path = os.path.join(self.url, key)
+        return key
+
+    def _path(self, key: str) -> str:
+        path = os.path.join(self.url, self._checked_key(key))
         # A symbolic link inside the root may point anywhere; refuse to read or write through one
         # that leaves the root.
         real_root = os.path.realpath(self.url)
@@ -200,7 +286,7 @@ class LocalStore:
             raise InvalidKey(key, f"it leads out of {self.url} through a symbolic link")
         return path
 
-    def _walk(self, prefix: str) -> Iterator[ObjectInfo]:
+    def _walk(self, prefix: str, listing: Listing) -> Iterator[ObjectInfo]:
         folder, _, name_start = prefix.rpartition("/")
         start = os.path.join(self.url, folder)
         # A folder reached through a symbolic link is not walked, as in the rest of the listing.
@@ -212,6 +298,9 @@ class LocalStore:
             if os.path.lexists(self.url) and not os.path.isdir(self.url):
                 raise self._root_not_a_folder() from None
             return
+        except OSError as error:
+            self._unreadable_folder(listing, folder, error)
+            return
         stack = [(f"{folder}/" if folder else "", iter(top))]
         while stack:
             base, entries = stack[-1]
@@ -222,6 +311,9 @@ class LocalStore:
                         children = self._entries(os.path.join(self.url, key), "")
                     except (FileNotFoundError, NotADirectoryError):
                         continue  # removed while we were listing
+                    except OSError as error:
+                        self._unreadable_folder(listing, key, error)
+                        continue
                     stack.append((key, iter(children)))
                     break
                 info = self._listed(key)
@@ -229,6 +321,12 @@ class LocalStore:
                     yield info
             else:
                 stack.pop()
+
+    def _unreadable_folder(self, listing: Listing, folder: str, error: OSError) -> None:
+        where = folder.rstrip("/") or "(the store root)"
+        problem = f"{where}: {error.strerror or error}"
+        logger.warning("cannot list the folder %s in %s", problem, self.url)
+        listing.unreadable.append(problem)
 
     def _entries(self, folder: str, name_start: str) -> list[str]:
         """Names in ``folder`` in S3 order; a subfolder's name ends with '/'."""
@@ -238,9 +336,13 @@ class LocalStore:
                 name = entry.name
                 if not name.startswith(name_start) or not _is_utf8(name):
                     continue
-                # Symbolic links are skipped, not followed: they may leave the root or loop.
                 if entry.is_dir(follow_symlinks=False):
                     names.append(name + "/")
+                elif entry.is_symlink():
+                    # Listed, so reading it is refused and recorded; never walked into, as it
+                    # may leave the root or loop.
+                    if not entry.is_dir():
+                        names.append(name)
                 elif entry.is_file(follow_symlinks=False) and not name.startswith(TEMP_PREFIX):
                     names.append(name)
         # Code point order is UTF-8 byte order; the '/' makes "a-b" sort before "a/x" as on S3.
@@ -257,7 +359,7 @@ class LocalStore:
             status = os.stat(os.path.join(self.url, key), follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None  # removed while we were listing
-        if not stat.S_ISREG(status.st_mode):
+        if not (stat.S_ISREG(status.st_mode) or stat.S_ISLNK(status.st_mode)):
             return None
         return _info(key, status)
 

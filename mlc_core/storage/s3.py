@@ -8,8 +8,10 @@ files in ``~/.aws``. Every botocore error is translated into the ``StorageError`
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,9 +24,23 @@ import botocore.session
 import botocore.utils
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlc_core.errors import InvalidKey, ObjectNotFound, StorageError, StoreUnavailable
-from mlc_core.storage.base import ObjectInfo, batched, validate_key, validate_prefix
-from mlc_core.storage.s3_errors import MISSING_CODES, error_code, translate_s3_error
+from mlc_core.errors import (
+    InvalidKey,
+    ObjectChanged,
+    ObjectNotFound,
+    ObjectTooLarge,
+    ObjectUnreadable,
+    StorageError,
+    StoreUnavailable,
+)
+from mlc_core.storage.base import Listing, ObjectInfo, batched, validate_key, validate_prefix
+from mlc_core.storage.s3_errors import (
+    MISSING_CODES,
+    PRECONDITION_CODES,
+    error_code,
+    is_refusal,
+    translate_s3_error,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -98,6 +114,8 @@ class S3Store:
         self._client_lock = threading.Lock()
         self._s3: S3Client | None = None
         self._bucket_seen = False
+        # When the store last answered a listing; -inf until it has.
+        self._readable_at = -math.inf
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
@@ -117,8 +135,8 @@ class S3Store:
         """
         return f"s3://{self.bucket}/{self._object_key(key)}"
 
-    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Iterator[list[ObjectInfo]]:
-        """Yield the objects whose key starts with ``prefix``, ``page_size`` at a time.
+    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Listing:
+        """The objects whose key starts with ``prefix``, ``page_size`` at a time.
 
         Objects come in the order the server lists them, which on AWS S3 is ascending UTF-8
         byte order (SeaweedFS differs: it lists "a/x" before "a-b"). The zero-byte "folder"
@@ -132,7 +150,8 @@ class S3Store:
             StorageError: any other failure of the server.
         """
         validate_prefix(prefix)
-        return batched(self._walk(prefix, min(page_size, MAX_LIST_PAGE)), page_size)
+        request_size = min(page_size, MAX_LIST_PAGE)
+        return Listing(lambda _: batched(self._walk(prefix, request_size), page_size))
 
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield the objects whose key starts with ``prefix``, in :meth:`list_pages` order."""
@@ -165,21 +184,39 @@ class S3Store:
             modified=response["LastModified"].astimezone(UTC),
         )
 
-    def get(self, key: str) -> bytes:
-        """Return the bytes of one object.
+    def get(self, key: str, *, etag: str | None = None, max_bytes: int | None = None) -> bytes:
+        """Return the bytes of one object (see :meth:`ObjectStore.get`).
+
+        ``etag`` is sent as ``If-Match``, so the server itself refuses another version.
 
         Raises:
             InvalidKey: the key breaks the key rules.
             ObjectNotFound: the bucket has no such object.
+            ObjectChanged: ``etag`` is given and the object is another version.
+            ObjectTooLarge: the object is larger than ``max_bytes``.
+            ObjectUnreadable: this object is refused for good (denied while the store is
+                readable, archived, encrypted with a key the identity may not use).
             StoreUnavailable: missing bucket, refused credentials, unreachable endpoint.
             StorageError: any other failure of the server.
         """
+        arguments: dict[str, Any] = {"IfMatch": f'"{etag}"'} if etag is not None else {}
         with self._object_request(key) as (client, object_key):
-            body = client.get_object(Bucket=self.bucket, Key=object_key)["Body"]
             try:
-                return body.read()
+                response = client.get_object(Bucket=self.bucket, Key=object_key, **arguments)
+            except ClientError as error:
+                if etag is not None and error_code(error) in PRECONDITION_CODES:
+                    raise ObjectChanged(key, etag) from error
+                raise
+            body = response["Body"]
+            try:
+                if max_bytes is not None and response["ContentLength"] > max_bytes:
+                    raise ObjectTooLarge(key, response["ContentLength"], max_bytes)
+                data = body.read() if max_bytes is None else body.read(max_bytes + 1)
             finally:
                 body.close()
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ObjectTooLarge(key, None, max_bytes)
+        return data
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         """Write one object whole (S3 PUTs are atomic) and return its info.
@@ -228,7 +265,10 @@ class S3Store:
             client.delete_object(Bucket=self.bucket, Key=object_key)
 
     def check(self) -> None:
-        """Make sure the bucket exists and the credentials are accepted (one HEAD request).
+        """Make sure the bucket exists and the credentials may list the store (one request).
+
+        A listing of at most one key under the store's prefix, not a HEAD of the bucket: an
+        identity allowed only into its prefix may be refused the bucket itself.
 
         Raises:
             StoreUnavailable: missing bucket, refused or missing credentials, unreachable
@@ -237,8 +277,9 @@ class S3Store:
         """
         client = self._client()
         with self._translating_errors(None):
-            client.head_bucket(Bucket=self.bucket)
+            client.list_objects_v2(Bucket=self.bucket, Prefix=self._root, MaxKeys=1)
         self._bucket_seen = True
+        self._readable_at = time.monotonic()
 
     def _object_key(self, key: str) -> str:
         return self._root + validate_key(key)
@@ -317,19 +358,51 @@ class S3Store:
 
         ``key`` is the object the block asks about, or None for the bucket or a listing.
         """
+        started = time.monotonic()
         try:
             yield
         except _BOTO_ERRORS as error:
-            raise self._error(error, key) from error
+            raise self._error(error, key, started) from error
 
     def _endpoint(self) -> str:
         return self._s3.meta.endpoint_url if self._s3 is not None else "the configured endpoint"
 
-    def _error(self, error: Exception, key: str | None) -> StorageError:
-        """Translate a boto3 error into the one-sentence error a user can act on."""
-        return translate_s3_error(
+    def _error(self, error: Exception, key: str | None, started: float) -> StorageError:
+        """Translate a boto3 error into the one-sentence error a user can act on.
+
+        A request about one object that is refused, or finds no object, while the store can
+        still be listed concerns that object; when the store cannot be listed either, it is
+        the store's outage (a server may report a deleted bucket as a missing key), never a
+        reason to record or retire the object.
+        """
+        translated = translate_s3_error(
             error, key, bucket=self.bucket, endpoint=self._endpoint(), url=self.url
         )
+        concerns_one_object = isinstance(translated, ObjectNotFound) or is_refusal(error)
+        if key is None or isinstance(translated, ObjectUnreadable) or not concerns_one_object:
+            return translated
+        outage = self._outage(since=started)
+        if outage is not None:
+            return outage
+        if isinstance(translated, ObjectNotFound):
+            return translated
+        return ObjectUnreadable(
+            key,
+            f"access denied: this identity may list the store but not read it "
+            f"({error_code(error) or 403})",
+        )
+
+    def _outage(self, *, since: float) -> StorageError | None:
+        """Why the store cannot be listed now, or None. A listing that succeeded after
+        ``since`` (the failed request's start) answers for it: concurrent readers that meet
+        missing or refused objects together ask once."""
+        if self._readable_at >= since:
+            return None
+        try:
+            self.check()
+        except StorageError as outage:
+            return outage
+        return None
 
 
 def _rebuild(bucket: str, prefix: str, connect_timeout: float, read_timeout: float) -> S3Store:

@@ -12,9 +12,18 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as EndpointUnreachable
 
-from mlc_core.errors import ObjectNotFound, StorageError, StoreUnavailable
+from mlc_core.errors import ObjectNotFound, ObjectUnreadable, StorageError, StoreUnavailable
 
 MISSING_BUCKET_CODES = {"NoSuchBucket"}
+PRECONDITION_CODES = {"PreconditionFailed", "412"}
+# Refusals that can only mean the credentials, never one object.
+CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "InvalidClientTokenId",
+}
 MISSING_CODES = {"NoSuchKey", "NotFound", "404"}
 REFUSED_CODES = {
     "AccessDenied",
@@ -34,6 +43,8 @@ def translate_s3_error(
     """The error a user can act on for a botocore ``error`` of a request about ``key``
     (None: the bucket or a listing) to ``bucket`` at ``endpoint`` (the store ``url``)."""
     code = error_code(error)
+    if key is not None and (unreadable := _unreadable_object(error, code)):
+        return ObjectUnreadable(key, unreadable)
     if code in MISSING_BUCKET_CODES or (key is None and code in MISSING_CODES):
         return StoreUnavailable(
             f"S3 bucket '{bucket}' does not exist at endpoint {endpoint}; "
@@ -73,6 +84,28 @@ def translate_s3_error(
     return StorageError(
         f"S3 request for {what} in bucket '{bucket}' at endpoint {endpoint} failed: {error}"
     )
+
+
+def _unreadable_object(error: Exception, code: str) -> str | None:
+    """Why one object can never be read as it is, if the error says so."""
+    if code == "InvalidObjectState":
+        return (
+            "archived: restore it from its storage class before it can be read (InvalidObjectState)"
+        )
+    message = (
+        error.response.get("Error", {}).get("Message", "") if isinstance(error, ClientError) else ""
+    )
+    if code.startswith("KMS") or "KMS" in message:
+        return f"encrypted: with a KMS key this identity may not use ({code}: {message})"
+    return None
+
+
+def is_refusal(error: Exception) -> bool:
+    """A 403 that may concern one object (not one that can only mean the credentials)."""
+    code = error_code(error)
+    if code in CREDENTIAL_CODES:
+        return False
+    return code in {"AccessDenied", "Forbidden", "403"} or status_code(error) == 403
 
 
 def error_code(error: Exception) -> str:

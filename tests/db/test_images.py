@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from mlc_core.db.images import record_failures, register_images
+from mlc_core.db.images import (
+    ImageRecord,
+    ImageVersion,
+    find_image_versions,
+    record_failures,
+    register_images,
+    retire_images,
+)
 from mlc_core.db.models import Image
 from tests.db.support import image
 
@@ -67,3 +76,36 @@ def test_record_failures_marks_images_failed_with_the_reason(migrated_engine: En
         "s3://b/a.jpg": ("failed", "not an image: unknown format", True),
         "s3://b/b.jpg": ("new", None, False),
     }
+
+
+def test_an_older_listing_of_a_superseded_version_does_not_bring_it_back(
+    migrated_engine: Engine,
+) -> None:
+    def listed(etag: str, day: int) -> ImageRecord:
+        return ImageRecord("s3://b/a.jpg", etag, 100, datetime(2026, 1, day, tzinfo=UTC))
+
+    with Session(migrated_engine) as session, session.begin():
+        register_images(session, [listed("e1", 1)])
+        register_images(session, [listed("e2", 2)])
+        # A discovery that listed before the rewrite registers what it saw, late.
+        register_images(session, [listed("e1", 1)])
+        current = session.scalars(select(Image.etag).where(Image.superseded_at.is_(None))).all()
+        assert current == ["e2"]
+        # The same bytes written again later are a restore.
+        register_images(session, [listed("e1", 3)])
+        current = session.scalars(select(Image.etag).where(Image.superseded_at.is_(None))).all()
+    assert current == ["e1"]
+
+
+def test_retired_versions_leave_current_and_a_listing_that_shows_them_brings_them_back(
+    migrated_engine: Engine,
+) -> None:
+    with Session(migrated_engine) as session, session.begin():
+        ids = register_images(session, [image("s3://b/a.jpg"), image("s3://b/b.jpg")])
+        assert retire_images(session, list(ids.values())) == 2
+        assert find_image_versions(session, list(ids)) == {
+            pair: ImageVersion(image_id, current=False) for pair, image_id in ids.items()
+        }
+        register_images(session, [image("s3://b/a.jpg")])
+        versions = find_image_versions(session, list(ids))
+    assert [versions[pair].current for pair in sorted(ids)] == [True, False]

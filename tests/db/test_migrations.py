@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -16,9 +18,12 @@ from mlc_core.db.migrate import (
     upgrade_schema,
 )
 from mlc_core.db.models import Base
+from mlc_core.db.views import VIEW_NAMES
 from mlc_core.errors import SchemaOutOfDate
 
-VIEWS = {"current_tags", "current_scores", "scoring_failures"}
+VIEWS = set(VIEW_NAMES)
+# The head of the last release: the schema users have data in.
+RELEASED_HEAD = "73a9234e8f88"
 
 
 def test_migration_history_has_exactly_one_head() -> None:
@@ -117,3 +122,70 @@ def test_a_database_migrated_by_a_newer_mlc_asks_to_upgrade_mlc(migrated_engine:
         require_current_schema(migrated_engine)
     with pytest.raises(SchemaOutOfDate, match="upgrade mlc"):
         upgrade_schema(migrated_engine)
+
+
+def _populate_released_schema(connection: Any) -> None:
+    """Images, a champion and a candidate, scores, tags, labels, runs and claims, as the
+    released schema held them."""
+    statements = [
+        "INSERT INTO images (id, uri, etag, size, first_seen_at, status) VALUES "
+        "(1, 'file:///s/images/a.jpg', 'e1', 10, '2026-11-30 10:00:00+00', 'scored'), "
+        "(2, 'file:///s/images/b.jpg', 'e1', 10, '2026-11-30 10:00:00+00', 'failed')",
+        "INSERT INTO model_versions (id, version, status, classes, thresholds, "
+        "threshold_overrides, metrics, backbone, image_size, artifact_uri, artifact_sha256, "
+        "card_uri, created_at, promoted_at) VALUES "
+        "(1, 'v1', 'champion', '[\"cat\", \"dog\"]', '[0.5, 0.5]', '{}', '{}', 'compact_cnn', "
+        "32, 'file:///s/models/v1/model.keras', 'x', 'file:///s/models/v1/card.json', "
+        "'2026-11-30 09:00:00+00', '2026-11-30 09:00:00+00'), "
+        "(2, 'v2', 'candidate', '[\"cat\", \"dog\"]', '[0.5, 0.5]', '{}', '{}', 'compact_cnn', "
+        "32, 'file:///s/models/v2/model.keras', 'x', 'file:///s/models/v2/card.json', "
+        "'2026-11-30 11:00:00+00', NULL)",
+        "INSERT INTO runs (id, kind, status, started_at, parameters, counts) VALUES "
+        "(1, 'score', 'succeeded', '2026-11-30 10:00:00+00', '{}', '{}')",
+        "INSERT INTO scores (id, image_id, model_version_id, probabilities, scored_at, run_id) "
+        "VALUES (1, 1, 1, '[0.9, 0.1]', '2026-11-30 10:00:00+00', 1)",
+        "INSERT INTO image_tags (image_id, model_version_id, tag, probability) VALUES "
+        "(1, 1, 'cat', 0.9)",
+        "INSERT INTO labels (id, image_uri, tag, positive, source, updated_at) VALUES "
+        "(1, 'file:///s/images/a.jpg', 'cat', true, 'labels.csv', '2026-11-30 08:00:00+00')",
+    ]
+    for statement in statements:
+        connection.exec_driver_sql(statement)
+
+
+def test_a_populated_database_of_the_released_schema_upgrades_with_its_rows(
+    database_url: str,
+) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), RELEASED_HEAD)
+            _populate_released_schema(connection)
+
+        assert upgrade_schema(engine) == head_revision()
+
+        with engine.connect() as connection:
+            counts = {
+                table: connection.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
+                for table in ("images", "model_versions", "runs", "scores", "image_tags", "labels")
+            }
+            tags = connection.exec_driver_sql(
+                "SELECT image_uri, tag, model_version FROM current_tags"
+            ).all()
+            failures = connection.exec_driver_sql("SELECT image_uri FROM scoring_failures").all()
+            new_columns = connection.exec_driver_sql(
+                "SELECT abandoned_claims, retired_at FROM images ORDER BY id"
+            ).all()
+    finally:
+        engine.dispose()
+    assert counts == {
+        "images": 2,
+        "model_versions": 2,
+        "runs": 1,
+        "scores": 1,
+        "image_tags": 1,
+        "labels": 1,
+    }
+    assert [tuple(row) for row in tags] == [("file:///s/images/a.jpg", "cat", "v1")]
+    assert [tuple(row) for row in failures] == [("file:///s/images/b.jpg",)]
+    assert [tuple(row) for row in new_columns] == [(0, None), (0, None)]

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 
+from mlc_core.db.model_versions import require_model_version
 from mlc_core.jobs.demo_data import make_synthetic_images
 from mlc_core.jobs.labels_import import import_labels
+from mlc_core.jobs.store_paths import ModelPaths, model_paths_of
 from mlc_core.jobs.training.report import TrainingReport
 from mlc_core.jobs.training.train import train_model_version
 from mlc_core.jobs.workspace import Workspace, open_workspace
 from mlc_core.settings import Settings, load_settings
+from mlc_core.storage import key_for_uri
 
 TINY_TRAINING = {
     "image_size": 32,
@@ -194,3 +197,10 @@ def trained(first_champion_snapshot: TrainedSnapshot) -> Iterator[TrainedWorkspa
     """
     with first_champion_snapshot.restored() as workspace:
         yield workspace
+
+
+def model_files(workspace: Workspace, version: str) -> ModelPaths:
+    """The store keys of a trained version's files (their folder is unique per training)."""
+    with workspace.transaction() as session:
+        card_uri = require_model_version(session, version).card_uri
+    return model_paths_of(key_for_uri(workspace.store, card_uri) or "")

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,7 @@ def open_backend(request: Any, home: Path, backend: str, **overrides: Any) -> It
 # Scores with the settings from the MLC_ environment, after waiting for a "go" file if one is
 # named, sleeping after each batch so a test can act mid-run; prints the report as JSON.
 SCORING_PROCESS = """
-import json, os, sys, time
+import json, os, sys, threading, time
 from pathlib import Path
 from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import open_workspace
@@ -154,16 +154,21 @@ go_file, pause = sys.argv[1], float(sys.argv[2])
 workspace = open_workspace(load_settings())
 print("ready", flush=True)
 while go_file and not Path(go_file).exists():
-    time.sleep(0.01)
-report = score_images(workspace, on_progress=lambda progress: time.sleep(pause))
+    threading.Event().wait(0.01)
+# An Event's wait, not time.sleep: under faketime (a skewed clock) sleeping can fail.
+pausing = threading.Event()
+report = score_images(workspace, on_progress=lambda progress: pausing.wait(pause))
 print(json.dumps(report.as_dict()), flush=True)
 """
 
 
 def start_scoring_process(
-    settings: Any, *, pause: float, go_file: Path | None = None
+    settings: Any, *, pause: float, go_file: Path | None = None, wrapper: Sequence[str] = ()
 ) -> subprocess.Popen[str]:
-    """Start ``mlc_core.jobs.scoring.score_images`` in a new Python process on ``settings``."""
+    """Start ``mlc_core.jobs.scoring.score_images`` in a new Python process on ``settings``.
+
+    ``wrapper`` is a command the process runs under, e.g. ``faketime -f +2m``.
+    """
     environment = {name: value for name, value in os.environ.items() if not name.startswith("MLC_")}
     environment.update(
         {
@@ -176,7 +181,7 @@ def start_scoring_process(
         }
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", SCORING_PROCESS, str(go_file or ""), str(pause)],
+        [*wrapper, sys.executable, "-c", SCORING_PROCESS, str(go_file or ""), str(pause)],
         cwd=REPO_ROOT,
         env=environment,
         stdout=subprocess.PIPE,

@@ -22,6 +22,7 @@ from tests.jobs.conftest import (
     TrainedWorkspace,
     WorkspaceFiles,
     labels_csv,
+    model_files,
     put_synthetic_images,
     tiny_settings,
 )
@@ -85,8 +86,8 @@ def test_the_candidate_is_judged_on_the_champions_test_images_it_never_trained_o
     import json
 
     workspace = two_versions.workspace
-    first = json.loads(workspace.store.get("models/v1/split.json"))
-    second = json.loads(workspace.store.get("models/v2/split.json"))
+    first = json.loads(workspace.store.get(model_files(workspace, "v1").split))
+    second = json.loads(workspace.store.get(model_files(workspace, "v2").split))
     assert set(first["test"]) <= set(second["test"])
     assert not set(first["test"]) & (set(second["train"]) | set(second["validation"]))
 

@@ -10,7 +10,7 @@ import pytest
 
 from mlc_core.images import sniff_image_format
 from mlc_core.jobs.scoring import ScoreReport, score_images
-from mlc_core.jobs.scoring.plan import discover_images
+from mlc_core.jobs.scoring.discovery import discover_images
 from mlc_core.jobs.workspace import Workspace
 from tests.imagefactory import BAD_IMAGES, GOOD_ODD_IMAGES
 from tests.jobs.scoring_support import (
@@ -28,6 +28,8 @@ EXTENSIONS = {
     "webp": "webp",
     "tiff": "tif",
     "bmp": "bmp",
+    "heif": "heic",
+    "avif": "avif",
 }
 # What each bad file's recorded reason must say, by file.
 BAD_FILES = {
@@ -41,6 +43,8 @@ BAD_FILES = {
     "decompression_bomb_png.png": "image is 20000x20000 (400.0 megapixels), above the limit",
     "decompression_bomb_webp.webp": "image is 16383x16383 (268.4 megapixels), above the limit",
     "tracking_pixel_1x1.gif": "image is 1x1 pixels, smaller than the 8-pixel minimum side",
+    "truncated_heic.heic": "truncated or corrupt HEIF",
+    "mp4_video_named_jpg.jpg": "not an image: the file looks like a video",
 }
 ODD_KEYS = ["images/with space/a photo (1).jpg", "images/ünïcødé/写真 — été.JPG"]
 
@@ -99,7 +103,7 @@ def test_every_good_image_is_scored_and_every_bad_one_recorded_with_its_reason(
     ]
 
 
-def test_an_object_deleted_between_listing_and_reading_is_skipped_not_failed(
+def test_an_object_deleted_between_listing_and_reading_is_retired_by_the_read(
     workspace: Workspace,
 ) -> None:
     register_champion(workspace)
@@ -108,16 +112,18 @@ def test_an_object_deleted_between_listing_and_reading_is_skipped_not_failed(
     discover_images(workspace, ["images/"], ScoreReport("v1", "new", ["images/"]))
     workspace.store.delete(keys[0])
 
-    report = score_images(workspace)
+    report = score_images(workspace, discover=False)
 
-    assert (report.scored, report.failed) == (3, 0)
-    assert report.skipped == {"deleted_before_read": 1}
+    assert (report.scored, report.failed, report.retired) == (3, 0, 1)
     assert query(workspace, "select count(*) from scoring_failures") == [(0,)]
-    assert query(
+    [(status, retired_at)] = query(
         workspace,
-        "select status, superseded_at from images where uri = :uri",
+        "select status, retired_at from images where uri = :uri",
         uri=workspace.store.uri(keys[0]),
-    ) == [("new", None)]
+    )
+    # Retired, not failed, and its row is kept.
+    assert status == "new" and retired_at is not None
+    assert query(workspace, "select count(*) from score_claims") == [(0,)]
 
 
 def test_the_pixel_limit_is_a_setting(workspace: Workspace) -> None:

@@ -3,6 +3,7 @@ a dead run are taken over."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from datetime import timedelta
@@ -16,7 +17,7 @@ from mlc_core.db.models import Image, ScoreClaim, utc_now
 from mlc_core.db.runs import record_heartbeat, start_run
 from mlc_core.db.scores import ImageScore, write_scores
 from mlc_core.jobs.scoring import ScoreReport, score_images
-from mlc_core.jobs.scoring.plan import discover_images
+from mlc_core.jobs.scoring.discovery import discover_images
 from mlc_core.jobs.workspace import Workspace
 from tests.jobs.scoring_support import (
     finished_report,
@@ -165,7 +166,7 @@ def test_two_runs_claiming_at_the_same_moment_on_postgresql_take_different_image
         batch = claim_images(
             session, scope, run_id=run_id, after_id=0, limit=4, live_after=utc_now() - LEASE
         )
-        return [image_id for image_id, _ in batch.images]
+        return [image.id for image in batch.images]
 
     # The first claim's transaction is still open (its rows locked) when the second claims.
     with workspace.transaction() as one, workspace.transaction() as two:
@@ -213,7 +214,7 @@ def test_many_runs_claiming_and_finishing_batches_at_once_never_hold_an_image_to
                         live_after=utc_now() - timedelta(minutes=5),
                     )
                 cursor = batch.last_id
-                held = [image_id for image_id, _ in batch.images]
+                held = [image.id for image in batch.images]
                 claimed[run_id].extend(held)
                 with workspace.transaction() as session:
                     write_scores(
@@ -257,8 +258,59 @@ def test_a_claim_that_takes_over_a_silent_runs_images_ends_that_run_first(
         batch = claim_images(
             session, scope, run_id=run.id, after_id=0, limit=4, live_after=utc_now() - LEASE
         )
+        taken = [image.id for image in batch.images]
+        cursor = batch.last_id
+        # Images a dead run held come one at a time (one of them may be what killed it).
+        while cursor is not None:
+            more = claim_images(
+                session,
+                scope,
+                run_id=run.id,
+                after_id=cursor,
+                limit=4,
+                live_after=utc_now() - LEASE,
+            )
+            taken += [image.id for image in more.images]
+            cursor = more.last_id
 
-    assert [image_id for image_id, _ in batch.images] == held
+    assert taken == held and len(batch.images) == 1
     assert batch.dead_runs_ended == [silent_id]
     with workspace.transaction() as session:
         assert record_heartbeat(session, silent_id) is False
+
+
+@pytest.mark.skipif(
+    shutil.which("faketime") is None, reason="needs faketime (apt install faketime)"
+)
+def test_a_run_whose_clock_runs_two_minutes_ahead_ends_no_live_run(
+    server_workspace: Workspace,
+) -> None:
+    workspace = server_workspace
+    champion = register_champion(workspace)
+    keys = put_tiny_images(workspace, IMAGES)
+    honest = start_scoring_process(workspace.settings, pause=0.3)
+    wait_until_ready(honest)
+    deadline = time.monotonic() + 120
+    while query(workspace, "select count(*) from scores") == [(0,)]:
+        assert honest.poll() is None and time.monotonic() < deadline, "the run never scored"
+        time.sleep(0.01)
+
+    # Its own clock says it is two minutes later: a lease of 60 s would have run out for the
+    # other run, were heartbeats and leases read on each client's clock.
+    # The wall clock only: a machine whose clock is wrong still counts seconds right (and
+    # Python started under a faked monotonic clock can hang).
+    ahead = start_scoring_process(
+        workspace.settings,
+        pause=0.1,
+        wrapper=["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", "+2m"],
+    )
+    wait_until_ready(ahead)
+    reports = [finished_report(ahead), finished_report(honest)]
+
+    assert [report["dead_runs_ended"] for report in reports] == [[], []]
+    assert sum(report["scored"] for report in reports) == IMAGES
+    assert score_counts(workspace, champion.id) == {workspace.store.uri(k): 1 for k in keys}
+    assert query(workspace, "select status from runs where kind = 'score'") == [
+        ("succeeded",),
+        ("succeeded",),
+    ]

@@ -62,19 +62,23 @@ def test_only_new_and_changed_images_are_scored_by_the_next_run(workspace: Works
     assert current == [(1,)]
 
 
-def test_deleted_objects_keep_their_rows_and_tags(embedded_workspace: Workspace) -> None:
+def test_a_deleted_object_leaves_the_views_and_keeps_its_rows(
+    embedded_workspace: Workspace,
+) -> None:
     register_champion(embedded_workspace, thresholds=[0.0001] * 5)
     keys = put_tiny_images(embedded_workspace, 6)
     score_images(embedded_workspace)
-    tags_before = query(embedded_workspace, "select count(*) from current_tags")
+    tags_before = query(embedded_workspace, "select count(*) from image_tags")
     embedded_workspace.store.delete(keys[0])
 
     report = score_images(embedded_workspace)
 
-    assert (report.listed, report.scored, report.skipped) == (5, 0, {})
-    assert query(embedded_workspace, "select count(*) from current_tags") == tags_before
-    assert query(embedded_workspace, "select count(*) from images where superseded_at is null") == [
-        (6,)
+    # The complete listing did not show it: retired, out of the views, rows kept.
+    assert (report.listed, report.scored, report.skipped, report.retired) == (5, 0, {}, 1)
+    assert query(embedded_workspace, "select count(*) from current_tags") == [(25,)]
+    assert query(embedded_workspace, "select count(*) from image_tags") == tags_before
+    assert query(embedded_workspace, "select uri from images where retired_at is not null") == [
+        (embedded_workspace.store.uri(keys[0]),)
     ]
 
 
@@ -177,7 +181,7 @@ def test_an_empty_listing_where_images_were_known_marks_nothing_and_warns(
     report = score_images(workspace)
 
     assert (report.listed, report.new, report.scored) == (0, 0, 0)
-    assert len(report.warnings) == 1 and "nothing was marked deleted" in report.warnings[0]
+    assert len(report.warnings) == 1 and "nothing was retired" in report.warnings[0]
     assert query(workspace, "select count(*) from images where superseded_at is null") == [(5,)]
     assert len(score_counts(workspace, champion.id)) == 5
     assert query(workspace, "select count(distinct image_uri) from current_tags") == [(5,)]

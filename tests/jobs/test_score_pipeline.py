@@ -7,11 +7,12 @@ import dataclasses
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from mlc_core.jobs.scoring import ScoreProgress, score_images
-from mlc_core.jobs.scoring.pipeline import BATCHES_IN_FLIGHT
+from mlc_core.jobs.scoring.feeder import BATCHES_IN_FLIGHT
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.settings import load_settings
 from mlc_core.storage import LocalStore
@@ -30,13 +31,13 @@ class CountingStore(LocalStore):
         self.reads = 0
         self.threads: set[str] = set()
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, **options: Any) -> bytes:
         if not key.startswith("images/"):
-            return super().get(key)
+            return super().get(key, **options)
         with self._lock:
             self.reads += 1
             self.threads.add(threading.current_thread().name)
-        return super().get(key)
+        return super().get(key, **options)
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ from mlc_core.errors import NoChampionModel, TrainingDataError
 from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.training.train import train_model_version
 from mlc_core.jobs.workspace import Workspace
-from tests.jobs.conftest import TrainedWorkspace
+from tests.jobs.conftest import TrainedWorkspace, model_files
 
 
 def test_scoring_before_any_model_exists_says_train_first(workspace: Workspace) -> None:
@@ -34,8 +34,10 @@ def test_first_model_becomes_champion_and_its_files_are_in_the_store(
     assert report.version == "v1" and report.status == "champion"
     assert report.classes == ["circle", "cross", "ring", "square", "triangle"]
     assert len(report.thresholds) == 5
-    assert workspace.store.exists("models/v1/model.keras")
-    assert workspace.store.exists("models/v1/card.json")
+    files = model_files(workspace, "v1")
+    assert files.model.startswith("models/v1-")
+    assert workspace.store.exists(files.model)
+    assert workspace.store.exists(files.card)
 
 
 def test_score_writes_probabilities_and_tags_then_a_rerun_scores_nothing(

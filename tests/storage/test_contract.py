@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_core.errors import InvalidKey, ObjectNotFound
+from mlc_core.errors import InvalidKey, ObjectChanged, ObjectNotFound, ObjectTooLarge
 from mlc_core.storage import LocalStore, ObjectStore, S3Store, open_store
 
 # Seven keys whose S3 (UTF-8 byte) order differs from a naive sort in several ways: capitals
@@ -28,7 +28,10 @@ KEYS_IN_S3_ORDER = sorted(KEYS, key=lambda key: key.encode("utf-8"))
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
-        return LocalStore(tmp_path / "store")
+        # Created, as the S3 store's bucket is: a missing folder is a store that is not there.
+        local = LocalStore(tmp_path / "store")
+        local.check()
+        return local
     return open_store(request.getfixturevalue("s3_store_url"))
 
 
@@ -238,3 +241,45 @@ def test_listing_rejects_a_malformed_prefix_before_any_io(offline_store: ObjectS
 def test_listing_rejects_a_page_size_below_one_before_any_io(offline_store: ObjectStore) -> None:
     with pytest.raises(ValueError, match="page_size"):
         offline_store.list_pages(page_size=0)
+
+
+def test_reading_with_the_listed_etag_returns_the_bytes(store: ObjectStore) -> None:
+    info = store.put("images/a.jpg", b"first")
+
+    assert store.get("images/a.jpg", etag=info.etag) == b"first"
+
+
+def test_reading_an_object_rewritten_since_its_listing_is_refused_as_changed(
+    store: ObjectStore,
+) -> None:
+    store.put("images/a.jpg", b"first")
+    [listed] = listed_keys_with_etags(store)
+    store.put("images/a.jpg", b"second version")
+
+    with pytest.raises(ObjectChanged, match="changed since it was listed"):
+        store.get("images/a.jpg", etag=listed)
+
+
+def test_an_object_over_the_byte_limit_is_refused_before_its_bytes_are_returned(
+    store: ObjectStore,
+) -> None:
+    store.put("images/big.jpg", b"x" * 1000)
+
+    with pytest.raises(ObjectTooLarge, match="above the limit of 999 bytes"):
+        store.get("images/big.jpg", max_bytes=999)
+    assert store.get("images/big.jpg", max_bytes=1000) == b"x" * 1000
+
+
+def listed_keys_with_etags(store: ObjectStore) -> list[str]:
+    return [info.etag for info in store.iter_objects()]
+
+
+def test_a_listing_that_ran_to_its_end_is_complete(store: ObjectStore) -> None:
+    put_all(store, KEYS)
+    listing = store.list_pages("images/", page_size=2)
+
+    assert not listing.complete
+    pages = list(listing)
+
+    assert sum(len(page) for page in pages) == 6
+    assert listing.complete and listing.unreadable == []

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from mlc_core.errors import InvalidKey, ObjectNotFound, StorageError, StoreUnavailable
+from mlc_core.errors import (
+    InvalidKey,
+    ObjectNotFound,
+    ObjectUnreadable,
+    StorageError,
+    StoreUnavailable,
+)
 from mlc_core.storage import LocalStore
 from mlc_core.storage.local import TEMP_PREFIX
 
@@ -97,7 +103,7 @@ def test_readers_during_writes_see_only_complete_versions(tmp_path: Path) -> Non
     assert all(data in versions for data in seen)
 
 
-def test_listing_shows_regular_files_only(tmp_path: Path) -> None:
+def test_listing_shows_files_and_links_to_files_only(tmp_path: Path) -> None:
     root = tmp_path / "store"
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -109,7 +115,12 @@ def test_listing_shows_regular_files_only(tmp_path: Path) -> None:
     (root / "link-to-folder").symlink_to(outside, target_is_directory=True)
     os.mkfifo(root / "images" / "pipe")
     (root / "empty-folder").mkdir()
-    assert [info.key for info in store.iter_objects()] == ["images/1.jpg"]
+    # A link to a file is listed so that reading it can be refused and recorded; a link to a
+    # folder is never walked into.
+    assert [info.key for info in store.iter_objects()] == [
+        "images/1.jpg",
+        "images/link-to-file.jpg",
+    ]
 
 
 def test_listing_below_a_symlinked_folder_yields_nothing(tmp_path: Path) -> None:
@@ -127,8 +138,21 @@ def test_reading_through_a_symlink_out_of_the_root_is_refused(tmp_path: Path) ->
     (outside / "secret.txt").write_text("secret")
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "link").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(InvalidKey, match="leads out of"):
-        LocalStore(tmp_path / "store").get("link/secret.txt")
+    (tmp_path / "store" / "file-link.txt").symlink_to(outside / "secret.txt")
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(ObjectUnreadable, match="symbolic link"):
+        store.get("link/secret.txt")
+    with pytest.raises(ObjectUnreadable, match="symbolic link"):
+        store.get("file-link.txt")
+
+
+def test_a_link_inside_the_store_is_not_followed_either(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put("images/real.jpg", b"x")
+    (tmp_path / "store" / "images" / "alias.jpg").symlink_to(tmp_path / "store/images/real.jpg")
+    # Checked and opened in one step, a link cannot be swapped in between the two.
+    with pytest.raises(ObjectUnreadable, match="symbolic link"):
+        store.get("images/alias.jpg")
 
 
 def test_writing_through_a_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
@@ -181,3 +205,15 @@ def test_uri_is_an_unencoded_file_url_below_the_root(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     assert store.url == str(tmp_path)
     assert store.uri("images/a b/ü.jpg") == f"file://{tmp_path}/images/a b/ü.jpg"
+
+
+def test_reading_from_a_store_whose_folder_is_gone_is_an_outage_not_a_missing_object(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "share")
+    store.put("images/a.jpg", b"x")
+    (tmp_path / "share").rename(tmp_path / "unmounted")
+
+    # An unmounted share must not look like every image was deleted.
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        store.get("images/a.jpg")

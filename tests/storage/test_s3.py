@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_core.errors import StoreUnavailable
+from mlc_core.errors import ObjectUnreadable, StoreUnavailable
 from mlc_core.storage import S3Store, open_store
 from tests.fixtures.s3 import S3Server
 
@@ -166,3 +166,59 @@ def test_a_listing_longer_than_one_server_page_streams_every_key(s3_store_url: s
     pages = list(store.list_pages(page_size=10))
     assert [len(page) for page in pages] == [10, 10, 5]
     assert [info.key for page in pages for info in page] == keys
+
+
+def test_an_object_the_identity_may_not_read_is_unreadable_while_the_store_is_usable(
+    limited_s3_store_url: str,
+) -> None:
+    store = open_store(limited_s3_store_url)
+    store.check()  # an identity kept to its prefix may not HEAD the bucket, but may list it
+    store.put("images/readable/a.jpg", b"ok")
+    store.put("images/secret/b.jpg", b"no")
+
+    assert store.get("images/readable/a.jpg") == b"ok"
+    with pytest.raises(ObjectUnreadable, match="access denied"):
+        store.get("images/secret/b.jpg")
+    assert [info.key for info in store.iter_objects("images/")] == [
+        "images/readable/a.jpg",
+        "images/secret/b.jpg",
+    ]
+
+
+def test_refused_credentials_stay_a_store_wide_outage_on_an_object_read(
+    s3_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_store(s3_store_url).put("images/a.jpg", b"x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+
+    with pytest.raises(StoreUnavailable, match="refused access"):
+        open_store(s3_store_url).get("images/a.jpg")
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "reason"),
+    [
+        (
+            "InvalidObjectState",
+            "The operation is not valid for the object's storage class",
+            "archived",
+        ),
+        (
+            "AccessDenied",
+            "The ciphertext refers to a customer master key (KMS) that does not exist",
+            "KMS",
+        ),
+        ("KMS.DisabledException", "arn:aws:kms:... is disabled", "KMS"),
+    ],
+)
+def test_archived_and_kms_refused_objects_are_unreadable_objects(
+    s3_store_url: str, code: str, message: str, reason: str
+) -> None:
+    from botocore.stub import Stubber
+
+    store = open_store(s3_store_url)
+    assert isinstance(store, S3Store)
+    with Stubber(store._client()) as stubber:
+        stubber.add_client_error("get_object", code, message, http_status_code=403)
+        with pytest.raises(ObjectUnreadable, match=reason):
+            store.get("images/archived.jpg")

@@ -1,11 +1,7 @@
-"""What a scoring run works on: discovery of the images in the store, and shards of them.
+"""What a scoring run works on: shards of the images discovery found to score.
 
-Discovery streams the listing of each prefix page by page and registers every image object
-(kept by extension here, by magic bytes when it is decoded) as an (uri, etag) row. A new etag
-is a new row; discovery never marks an image deleted, so a listing that fails or comes back
-empty loses nothing.
-
-A plan is discovery followed by a split of the images that need a score into shards: ranges of
+A plan is discovery (:mod:`mlc_core.jobs.scoring.discovery`) followed by a split of the images
+that need a score into shards: ranges of
 image ids holding ``MLC_SCORING__SHARD_SIZE`` pending images each. A shard is plain data, so an
 orchestrator can hand each one to a task on any machine (see
 :func:`mlc_core.jobs.scoring.score.score_shard`); the plan holds a few numbers per shard, never the
@@ -23,23 +19,14 @@ from datetime import datetime
 from sqlalchemy.exc import DBAPIError
 
 from mlc_core.db.claims import ScoreMode, ScoringScope, check_score_mode, pending_image_ranges
-from mlc_core.db.engine import database_failure
-from mlc_core.db.images import (
-    ImageRecord,
-    find_image_versions,
-    has_current_images,
-    register_images,
-)
+from mlc_core.db.engine import database_failure, database_now
 from mlc_core.db.model_versions import require_champion
-from mlc_core.db.models import utc_now
-from mlc_core.images import has_image_extension
+from mlc_core.jobs.scoring.discovery import discover_images
 from mlc_core.jobs.scoring.reports import ScoreReport
 from mlc_core.jobs.workspace import Workspace
-from mlc_core.storage import ObjectInfo, validate_prefix
+from mlc_core.storage import validate_prefix
 
 logger = logging.getLogger(__name__)
-
-NOT_AN_IMAGE_TYPE = "not_an_image_type"
 
 
 @dataclass(frozen=True)
@@ -92,59 +79,6 @@ class ScoringPlan:
     shards: list[ScoringShard]
 
 
-def discover_images(workspace: Workspace, prefixes: Sequence[str], report: ScoreReport) -> None:
-    """Register every image object under ``prefixes``, one listing page at a time.
-
-    Objects whose name has no image extension are counted as skipped. Nothing is ever marked
-    deleted: an object missing from the listing keeps its rows. A prefix whose listing is
-    empty while current images are known under it is noted in ``report.warnings``.
-
-    Raises:
-        StorageError: the listing failed; the pages registered before stay registered.
-    """
-    store = workspace.store
-    for prefix in prefixes:
-        listed_images = 0
-        for page in store.list_pages(prefix):
-            report.listed += len(page)
-            images = [info for info in page if has_image_extension(info.key)]
-            if len(images) < len(page):
-                report.skip(NOT_AN_IMAGE_TYPE, len(page) - len(images))
-            if images:
-                listed_images += len(images)
-                report.new += _register_page(workspace, images)
-        if listed_images == 0:
-            _warn_if_images_vanished(workspace, prefix, report)
-
-
-def _register_page(workspace: Workspace, images: list[ObjectInfo]) -> int:
-    """Register one listing page's images; returns how many versions were new."""
-    store = workspace.store
-    records = [
-        ImageRecord(store.uri(info.key), info.etag, info.size, info.modified) for info in images
-    ]
-    with workspace.transaction() as session:
-        known = find_image_versions(session, [(r.uri, r.etag) for r in records])
-        # A nightly listing is mostly known, current images: nothing to write for them.
-        if len(known) < len(records) or not all(version.current for version in known.values()):
-            register_images(session, records)
-    return len(records) - len(known)
-
-
-def _warn_if_images_vanished(workspace: Workspace, prefix: str, report: ScoreReport) -> None:
-    store = workspace.store
-    with workspace.transaction() as session:
-        known_before = has_current_images(session, store.root_uri + prefix)
-    if known_before:
-        warning = (
-            f"the listing of {store.url} under {prefix!r} has no images although images "
-            "were registered there before; nothing was marked deleted (check the store "
-            "URL and the prefix)"
-        )
-        logger.warning(warning)
-        report.warnings.append(warning)
-
-
 def plan_scoring(
     workspace: Workspace,
     *,
@@ -152,10 +86,12 @@ def plan_scoring(
     mode: str = "new",
     batch_size: int | None = None,
     shard_size: int | None = None,
+    discover: bool = True,
+    force_retire: bool = False,
 ) -> ScoringPlan:
     """Register the images under ``prefixes`` and split the pending ones into shards.
 
-    ``prefixes``, ``mode`` and ``batch_size`` are as for
+    ``prefixes``, ``mode``, ``batch_size``, ``discover`` and ``force_retire`` are as for
     :func:`mlc_core.jobs.scoring.score_images`; ``shard_size`` (pending images per shard)
     defaults to ``MLC_SCORING__SHARD_SIZE``.
 
@@ -173,11 +109,14 @@ def plan_scoring(
     chosen = [validate_prefix(p) for p in (prefixes or [settings.images_prefix])]
     size = shard_size or settings.scoring.shard_size
     started = time.monotonic()
-    # Taken before discovery, as a single run takes its start: whatever is written after it
-    # by another run counts as done in the `all` and `failed` modes.
-    since = utc_now()
     try:
-        report, scope = _discover(workspace, chosen, checked_mode, since)
+        # Taken before discovery, as a single run takes its start: whatever is written after
+        # it by another run counts as done in the `all` and `failed` modes.
+        with workspace.transaction() as session:
+            since = database_now(session)
+        report, scope = _discover(
+            workspace, chosen, checked_mode, since, discover=discover, force_retire=force_retire
+        )
         with workspace.transaction() as session:
             ranges = list(pending_image_ranges(session, scope, size=size))
     except DBAPIError as error:
@@ -212,14 +151,21 @@ def plan_scoring(
 
 
 def _discover(
-    workspace: Workspace, prefixes: list[str], mode: ScoreMode, since: datetime
+    workspace: Workspace,
+    prefixes: list[str],
+    mode: ScoreMode,
+    since: datetime,
+    *,
+    discover: bool,
+    force_retire: bool,
 ) -> tuple[ScoreReport, ScoringScope]:
     """Discovery's report, and the scope of the images the champion has to score."""
     with workspace.transaction() as session:
         champion = require_champion(session)
         model_version_id, model_version = champion.id, champion.version
     report = ScoreReport(model_version=model_version, mode=mode, prefixes=prefixes)
-    discover_images(workspace, prefixes, report)
+    if discover:
+        discover_images(workspace, prefixes, report, force_retire=force_retire)
     scope = ScoringScope(
         model_version_id=model_version_id,
         mode=mode,

@@ -40,9 +40,13 @@ class ScoreReport:
 
     ``scored`` counts images that went through the model (by this run: images another run
     scored meanwhile are not counted); ``skipped`` counts objects left alone by reason;
-    ``seconds`` is the whole run, ``scoring_seconds`` the part after discovery and model
-    loading, and ``inference_seconds`` the time the model ran (close to ``scoring_seconds``
-    when reading, decoding and writing keep up with it; summed over shards, so it may exceed
+    ``retired`` the images found gone from the store (by a read or a complete listing), and
+    ``retire_refused`` those a listing did not show but left, as they were more than
+    ``MLC_SCORING__MAX_RETIRE_FRACTION`` of the prefix; ``left_to_other_runs`` the images
+    other live runs still held when this one stopped waiting for them. ``seconds`` is the
+    whole run, ``scoring_seconds`` the part after discovery and model loading, and
+    ``inference_seconds`` the time the model ran (close to ``scoring_seconds`` when reading,
+    decoding and writing keep up with it; summed over shards, so it may exceed
     ``scoring_seconds`` when shards ran side by side). ``run_ids`` are the rows in ``runs``
     that did the scoring (one per shard); ``run_id`` is the only one when there is one.
     """
@@ -58,6 +62,9 @@ class ScoreReport:
     failed_by_reason: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     held_by_other_runs: int = 0
+    left_to_other_runs: int = 0
+    retired: int = 0
+    retire_refused: int = 0
     dead_runs_ended: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -127,6 +134,8 @@ class ShardTally:
             for reason, count in shard.skipped.items():
                 report.skip(reason, count)
             report.held_by_other_runs += shard.held_by_other_runs
+            report.left_to_other_runs += shard.left_to_other_runs
+            report.retired += shard.retired
             report.dead_runs_ended = sorted({*report.dead_runs_ended, *shard.dead_runs_ended})
             report.warnings += [w for w in shard.warnings if w not in report.warnings]
             report.inference_seconds += shard.inference_seconds

@@ -1,7 +1,10 @@
 """One scoring run's row in ``runs``: start it, keep its heartbeat fresh, record how it ended.
 
 Other runs tell that a run is alive by its heartbeat; one silent for longer than the lease is
-dead, and its claimed images are taken over (see :mod:`mlc_core.db.claims`).
+dead, and its claimed images are taken over (see :mod:`mlc_core.db.claims`). A run beats only
+while it makes progress (a batch claimed or committed, or waiting on other runs' claims): a run
+wedged in a hung read stops beating, so its claims are taken over, and ends itself with a
+clear error instead of holding its images forever.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from mlc_core.db.claims import ScoringScope, release_run_claims
 from mlc_core.db.engine import database_failure
-from mlc_core.db.models import Run, utc_now
+from mlc_core.db.models import Run
 from mlc_core.db.runs import finish_run, record_heartbeat, start_run
 from mlc_core.errors import MlcError, describe_error
 from mlc_core.jobs.scoring.reports import ScoreReport
@@ -41,9 +45,25 @@ class RunContext:
         self.lease = timedelta(seconds=lease_seconds)
         self.poll_seconds = min(_POLL_SECONDS, lease_seconds / 4)
         self.stopping = threading.Event()
+        # Set when the run made no progress for a whole lease; the scoring thread raises it.
+        self.stall: MlcError | None = None
+        self._progress_at = time.monotonic()
+        # Off until the model is loaded and traced: discovery and loading beat regardless.
+        self._watching = False
 
-    def live_after(self) -> datetime:
-        return utc_now() - self.lease
+    def made_progress(self) -> None:
+        """Note that a stage moved on (a batch claimed, inferred or committed, a wait on
+        other runs)."""
+        self._progress_at = time.monotonic()
+
+    def start_watching(self) -> None:
+        """From now on, a run whose stages stop moving on for a lease has stalled."""
+        self.made_progress()
+        self._watching = True
+
+    def stalled_for(self) -> float:
+        """Seconds since a stage last moved on (0 before watching started)."""
+        return time.monotonic() - self._progress_at if self._watching else 0.0
 
     def abandoned(self) -> MlcError:
         return MlcError(
@@ -115,8 +135,17 @@ class Heartbeat:
 
     def _run(self) -> None:
         # Four beats per lease: a run is only declared dead after missing all of them.
-        interval = self._context.lease.total_seconds() / 4
+        context = self._context
+        interval = context.lease.total_seconds() / 4
         while not self._stop.wait(interval):
+            if context.stalled_for() > context.lease.total_seconds():
+                context.stall = MlcError(
+                    f"scoring run {context.run_id} made no progress for more than "
+                    f"{context.lease.total_seconds():g} s (a read or the model is stuck); it "
+                    "stopped its heartbeat so other runs take its images over, and ended"
+                )
+                context.stopping.set()
+                return
             try:
                 with self._context.workspace.transaction() as session:
                     alive = record_heartbeat(session, self._context.run_id)

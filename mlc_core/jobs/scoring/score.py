@@ -25,10 +25,11 @@ from mlc_core.db.claims import ScoreMode, ScoringScope, check_score_mode, count_
 from mlc_core.db.engine import database_failure, display_url
 from mlc_core.db.model_versions import require_champion
 from mlc_core.db.models import ModelVersion
-from mlc_core.db.runs import end_dead_runs
+from mlc_core.db.runs import end_dead_runs, live_after
 from mlc_core.errors import MlcError
+from mlc_core.jobs.scoring.discovery import discover_images
 from mlc_core.jobs.scoring.pipeline import score_pending
-from mlc_core.jobs.scoring.plan import ScoringShard, discover_images
+from mlc_core.jobs.scoring.plan import ScoringShard
 from mlc_core.jobs.scoring.reports import ScoreProgress, ScoreReport
 from mlc_core.jobs.scoring.run import (
     Heartbeat,
@@ -49,6 +50,8 @@ def score_images(
     mode: str = "new",
     batch_size: int | None = None,
     on_progress: Callable[[ScoreProgress], None] | None = None,
+    discover: bool = True,
+    force_retire: bool = False,
 ) -> ScoreReport:
     """Discover and score images under ``prefixes`` with the champion model, in one run.
 
@@ -64,9 +67,13 @@ def score_images(
             ``failed`` (retry images that failed to decode).
         batch_size: images per inference batch and per database transaction.
         on_progress: called after each batch is handed to the writer.
+        discover: list the store first; False scores the registered images only (after a
+            promotion, say).
+        force_retire: retire what a complete listing did not show, even beyond
+            ``MLC_SCORING__MAX_RETIRE_FRACTION`` of a prefix.
 
     Returns:
-        The run's counts: listed, new, scored, failed by reason, skipped, throughput.
+        The run's counts: listed, new, scored, failed by reason, skipped, retired, throughput.
 
     Raises:
         NoChampionModel: no model has been trained yet.
@@ -88,6 +95,7 @@ def score_images(
         prefixes=chosen,
         batch_size=batch_size or settings.scoring.batch_size,
         on_progress=on_progress,
+        discovery=(discover, force_retire),
     )
 
 
@@ -153,9 +161,11 @@ def _scoring_run(
     batch_size: int,
     on_progress: Callable[[ScoreProgress], None] | None,
     shard: ScoringShard | None = None,
+    discovery: tuple[bool, bool] = (False, False),
 ) -> ScoreReport:
-    """One row in ``runs``: discover and score the prefixes' pending images, or (given a
-    ``shard``) score the shard's, which its plan discovered."""
+    """One row in ``runs``: discover (``discovery``: whether, and whether to force retiring)
+    and score the prefixes' pending images, or (given a ``shard``) score the shard's, which
+    its plan discovered."""
     started = time.monotonic()
     extra = {} if shard is None else {"shard": shard.index, "image_ids": shard.id_range}
     run_id, run_started = start_scoring_run(
@@ -175,7 +185,8 @@ def _scoring_run(
     context = RunContext(workspace, scope, run_id)
     heartbeat = Heartbeat(context)
     try:
-        discover_images(workspace, prefixes if shard is None else [], report)
+        if discovery[0]:
+            discover_images(workspace, prefixes, report, force_retire=discovery[1])
         _score(context, model, report, batch_size, on_progress)
         if heartbeat.lost:
             raise context.abandoned()
@@ -212,7 +223,8 @@ def _score(
     on_progress: Callable[[ScoreProgress], None] | None,
 ) -> None:
     with context.workspace.transaction() as session:
-        report.dead_runs_ended.extend(end_dead_runs(session, live_after=context.live_after()))
+        dead = end_dead_runs(session, live_after=live_after(session, context.lease))
+        report.dead_runs_ended.extend(dead)
         report.pending = count_pending_images(session, context.scope)
     if report.pending:
         score_pending(context, model, report, batch_size, on_progress)

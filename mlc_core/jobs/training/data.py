@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from mlc_core.db.labels import labels_by_image
+from mlc_core.db.models import ModelVersion
 from mlc_core.errors import ObjectNotFound, TrainingDataError
 from mlc_core.images import decode_image
-from mlc_core.jobs.store_paths import model_paths
+from mlc_core.jobs.store_paths import model_paths_of
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
 from mlc_core.model.dataset import DecodedImages, decode_labeled_images
@@ -163,13 +164,14 @@ def _choose_classes(
     return LabelVocabulary.from_tags(kept), left_out
 
 
-def champion_test_keys(workspace: Workspace, champion_version: str) -> list[str]:
+def champion_test_keys(workspace: Workspace, champion: ModelVersion) -> list[str]:
     """The keys the champion was tested on (empty when it kept no split)."""
+    card_key = key_for_uri(workspace.store, champion.card_uri) or ""
     try:
-        split = json.loads(workspace.store.get(model_paths(champion_version).split))
+        split = json.loads(workspace.store.get(model_paths_of(card_key).split))
     except ObjectNotFound:
         logger.warning(
-            "champion %s has no stored split; comparing on the new test split", champion_version
+            "champion %s has no stored split; comparing on the new test split", champion.version
         )
         return []
     return list(split.get("test", []))

@@ -36,7 +36,7 @@ from mlc_core.db.models import ModelVersion, Run
 from mlc_core.db.runs import finish_run, start_run
 from mlc_core.errors import describe_error
 from mlc_core.jobs.locks import TRAINING_LOCK, holding_locks
-from mlc_core.jobs.store_paths import model_paths
+from mlc_core.jobs.store_paths import new_model_paths
 from mlc_core.jobs.training.champion import compare_with_champion
 from mlc_core.jobs.training.data import (
     TrainingData,
@@ -115,7 +115,7 @@ def _train(
         champion = get_champion(session)
         if champion is not None:
             session.expunge(champion)
-    champion_test = champion_test_keys(workspace, champion.version) if champion else []
+    champion_test = champion_test_keys(workspace, champion) if champion else []
     split = split_keeping_champion_test(data, set(champion_test), settings)
     # Same seed, same snapshot -> same initial weights, so versions are reproducible.
     fitted = fit_and_calibrate(
@@ -233,7 +233,7 @@ def _register(
     card.artifact_sha256 = sha256_hex(model_bytes)
     with workspace.transaction() as session:
         card.version = next_version_name(session)
-    paths = model_paths(card.version)
+    paths = new_model_paths(card.version)
     store = workspace.store
     store.put(paths.model, model_bytes)
     store.put(paths.card, card.to_json())

@@ -30,69 +30,12 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from mlc_core.db.views import create_views, drop_views
+
 revision: str = "41b5a24d80ff"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-CURRENT_TAGS = """
-CREATE VIEW current_tags AS
-SELECT images.uri AS image_uri,
-       image_tags.tag AS tag,
-       image_tags.probability AS probability,
-       model_versions.version AS model_version
-FROM image_tags
-JOIN images ON images.id = image_tags.image_id
-JOIN model_versions ON model_versions.id = image_tags.model_version_id
-WHERE images.superseded_at IS NULL
-  AND model_versions.status = 'champion'
-"""
-
-# Position i of scores.probabilities belongs to position i of model_versions.classes: both
-# arrays are unnested with their index and joined on it.
-CURRENT_SCORES_SQLITE = """
-CREATE VIEW current_scores AS
-SELECT images.uri AS image_uri,
-       class.value AS class_name,
-       CAST(probability.value AS REAL) AS probability,
-       model_versions.version AS model_version
-FROM scores
-JOIN images ON images.id = scores.image_id
-JOIN model_versions ON model_versions.id = scores.model_version_id
-JOIN json_each(model_versions.classes) AS class
-JOIN json_each(scores.probabilities) AS probability ON probability.key = class.key
-WHERE images.superseded_at IS NULL
-  AND model_versions.status = 'champion'
-"""
-
-CURRENT_SCORES_POSTGRESQL = """
-CREATE VIEW current_scores AS
-SELECT images.uri AS image_uri,
-       class.name AS class_name,
-       CAST(probability.value AS DOUBLE PRECISION) AS probability,
-       model_versions.version AS model_version
-FROM scores
-JOIN images ON images.id = scores.image_id
-JOIN model_versions ON model_versions.id = scores.model_version_id
-CROSS JOIN LATERAL json_array_elements_text(model_versions.classes)
-    WITH ORDINALITY AS class(name, position)
-JOIN LATERAL json_array_elements_text(scores.probabilities)
-    WITH ORDINALITY AS probability(value, position) ON probability.position = class.position
-WHERE images.superseded_at IS NULL
-  AND model_versions.status = 'champion'
-"""
-
-SCORING_FAILURES = """
-CREATE VIEW scoring_failures AS
-SELECT images.uri AS image_uri,
-       images.error AS error,
-       images.failed_at AS failed_at
-FROM images
-WHERE images.superseded_at IS NULL
-  AND images.status = 'failed'
-"""
-
-VIEWS = ("current_tags", "current_scores", "scoring_failures")
 
 
 def upgrade() -> None:
@@ -235,15 +178,11 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_scores_model_version_id"), "scores", ["model_version_id"])
 
-    dialect = op.get_context().dialect.name
-    op.execute(CURRENT_TAGS)
-    op.execute(CURRENT_SCORES_POSTGRESQL if dialect == "postgresql" else CURRENT_SCORES_SQLITE)
-    op.execute(SCORING_FAILURES)
+    create_views(op, version=1)
 
 
 def downgrade() -> None:
-    for view in reversed(VIEWS):
-        op.execute(f"DROP VIEW IF EXISTS {view}")
+    drop_views(op, version=1)
     op.drop_index(op.f("ix_scores_model_version_id"), table_name="scores")
     op.drop_table("scores")
     op.drop_table("runs")

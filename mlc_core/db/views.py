@@ -1,0 +1,172 @@
+"""The views people query, one definition per schema version, and their columns for code.
+
+Migrations create the views of their version with :func:`create_views`; code that answers the
+same questions (``mlc tags``, the web page) selects from the view objects below, so the
+command line and SQL never disagree. A version's SQL never changes once released: a new
+shape is a new version and a new migration.
+
+Version 2 (current): for each current image (not superseded, not retired) whose latest scoring
+did not fail, ``shown_scores`` holds the one score row people see: the champion's where the
+champion scored the image, else that of the version that was champion most recently among
+those that scored it. A version that was never champion, or that a rollback made step down
+(``rolled_back_at``), is never shown. ``current_tags`` and ``current_scores`` present that
+row's tags and probabilities; ``scoring_failures`` the images whose latest scoring failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import column, table
+
+# Version 1: the champion's rows only (a promotion emptied the views until a rescore).
+_V1_CURRENT_TAGS = """
+CREATE VIEW current_tags AS
+SELECT images.uri AS image_uri,
+       image_tags.tag AS tag,
+       image_tags.probability AS probability,
+       model_versions.version AS model_version
+FROM image_tags
+JOIN images ON images.id = image_tags.image_id
+JOIN model_versions ON model_versions.id = image_tags.model_version_id
+WHERE images.superseded_at IS NULL
+  AND model_versions.status = 'champion'
+"""
+_V1_SCORES_FROM = """
+FROM scores
+JOIN images ON images.id = scores.image_id
+JOIN model_versions ON model_versions.id = scores.model_version_id
+"""
+_V1_SCORES_WHERE = """
+WHERE images.superseded_at IS NULL
+  AND model_versions.status = 'champion'
+"""
+_V1_FAILURES = """
+CREATE VIEW scoring_failures AS
+SELECT images.uri AS image_uri,
+       images.error AS error,
+       images.failed_at AS failed_at
+FROM images
+WHERE images.superseded_at IS NULL
+  AND images.status = 'failed'
+"""
+
+# Version 2.
+_V2_SHOWN_SCORES = """
+CREATE VIEW shown_scores AS
+SELECT scores.image_id AS image_id,
+       scores.model_version_id AS model_version_id,
+       scores.probabilities AS probabilities,
+       scores.scored_at AS scored_at
+FROM scores
+JOIN images ON images.id = scores.image_id
+JOIN model_versions ON model_versions.id = scores.model_version_id
+WHERE images.superseded_at IS NULL
+  AND images.retired_at IS NULL
+  AND images.status <> 'failed'
+  AND model_versions.promoted_at IS NOT NULL
+  AND model_versions.rolled_back_at IS NULL
+  AND NOT EXISTS (
+      SELECT 1
+      FROM scores AS newer
+      JOIN model_versions AS newer_version ON newer_version.id = newer.model_version_id
+      WHERE newer.image_id = scores.image_id
+        AND newer_version.promoted_at IS NOT NULL
+        AND newer_version.rolled_back_at IS NULL
+        AND newer_version.promoted_at > model_versions.promoted_at
+  )
+"""
+_V2_CURRENT_TAGS = """
+CREATE VIEW current_tags AS
+SELECT images.uri AS image_uri,
+       image_tags.tag AS tag,
+       image_tags.probability AS probability,
+       model_versions.version AS model_version
+FROM shown_scores
+JOIN image_tags ON image_tags.image_id = shown_scores.image_id
+               AND image_tags.model_version_id = shown_scores.model_version_id
+JOIN images ON images.id = shown_scores.image_id
+JOIN model_versions ON model_versions.id = shown_scores.model_version_id
+"""
+_V2_SCORES_FROM = """
+FROM shown_scores AS scores
+JOIN images ON images.id = scores.image_id
+JOIN model_versions ON model_versions.id = scores.model_version_id
+"""
+_V2_FAILURES = """
+CREATE VIEW scoring_failures AS
+SELECT images.uri AS image_uri,
+       images.error AS error,
+       images.failed_at AS failed_at
+FROM images
+WHERE images.superseded_at IS NULL
+  AND images.retired_at IS NULL
+  AND images.status = 'failed'
+"""
+
+# Position i of the probabilities belongs to position i of model_versions.classes: both
+# arrays are unnested with their index and joined on it.
+_SCORES_SELECT_SQLITE = """
+CREATE VIEW current_scores AS
+SELECT images.uri AS image_uri,
+       class.value AS class_name,
+       CAST(probability.value AS REAL) AS probability,
+       model_versions.version AS model_version
+{source}
+JOIN json_each(model_versions.classes) AS class
+JOIN json_each(scores.probabilities) AS probability ON probability.key = class.key
+{where}
+"""
+_SCORES_SELECT_POSTGRESQL = """
+CREATE VIEW current_scores AS
+SELECT images.uri AS image_uri,
+       class.name AS class_name,
+       CAST(probability.value AS DOUBLE PRECISION) AS probability,
+       model_versions.version AS model_version
+{source}
+CROSS JOIN LATERAL json_array_elements_text(model_versions.classes)
+    WITH ORDINALITY AS class(name, position)
+JOIN LATERAL json_array_elements_text(scores.probabilities)
+    WITH ORDINALITY AS probability(value, position) ON probability.position = class.position
+{where}
+"""
+
+_VIEWS: dict[int, tuple[str, ...]] = {
+    1: ("current_tags", "current_scores", "scoring_failures"),
+    2: ("shown_scores", "current_tags", "current_scores", "scoring_failures"),
+}
+
+
+def _statements(version: int, dialect: str) -> list[str]:
+    scores = _SCORES_SELECT_POSTGRESQL if dialect == "postgresql" else _SCORES_SELECT_SQLITE
+    if version == 1:
+        current_scores = scores.format(source=_V1_SCORES_FROM, where=_V1_SCORES_WHERE)
+        return [_V1_CURRENT_TAGS, current_scores, _V1_FAILURES]
+    if version == 2:
+        current_scores = scores.format(source=_V2_SCORES_FROM, where="")
+        return [_V2_SHOWN_SCORES, _V2_CURRENT_TAGS, current_scores, _V2_FAILURES]
+    raise ValueError(f"there are no views of version {version}")
+
+
+def create_views(op: Any, *, version: int) -> None:
+    """Create the views of ``version`` in a migration (``op`` is Alembic's)."""
+    for statement in _statements(version, op.get_context().dialect.name):
+        op.execute(statement)
+
+
+def drop_views(op: Any, *, version: int) -> None:
+    """Drop the views of ``version``, those that depend on others first."""
+    for name in reversed(_VIEWS[version]):
+        op.execute(f"DROP VIEW IF EXISTS {name}")
+
+
+VIEW_NAMES = _VIEWS[max(_VIEWS)]
+
+# The current views as code sees them.
+shown_scores = table(
+    "shown_scores",
+    column("image_id"),
+    column("model_version_id"),
+    column("probabilities"),
+    column("scored_at"),
+)

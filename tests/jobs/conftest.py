@@ -22,6 +22,7 @@ from mlc_core.jobs.training.train import train_model_version
 from mlc_core.jobs.workspace import Workspace, open_workspace
 from mlc_core.settings import Settings, load_settings
 from mlc_core.storage import key_for_uri
+from tests.jobs.scoring_support import stop_started_processes
 
 TINY_TRAINING = {
     "image_size": 32,
@@ -30,6 +31,12 @@ TINY_TRAINING = {
     "min_positives": 2,
     "early_stopping_patience": 2,
 }
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_scoring_processes() -> Iterator[None]:
+    yield
+    stop_started_processes()
 
 
 def tiny_settings(home: Path, **overrides: object) -> Settings:

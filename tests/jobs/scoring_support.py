@@ -162,6 +162,9 @@ print(json.dumps(report.as_dict()), flush=True)
 """
 
 
+STARTED_PROCESSES: list[subprocess.Popen[str]] = []
+
+
 def start_scoring_process(
     settings: Any, *, pause: float, go_file: Path | None = None, wrapper: Sequence[str] = ()
 ) -> subprocess.Popen[str]:
@@ -188,7 +191,17 @@ def start_scoring_process(
         stderr=subprocess.PIPE,
         text=True,
     )
+    STARTED_PROCESSES.append(process)
     return process
+
+
+def stop_started_processes() -> None:
+    """Kill scoring processes a test started and left running (a failed test must not leak them)."""
+    while STARTED_PROCESSES:
+        process = STARTED_PROCESSES.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
 
 
 def wait_until_ready(process: subprocess.Popen[str], timeout: float = 120.0) -> None:

@@ -68,7 +68,7 @@ def publish_score_summary(report: ScoreReport) -> UUID:
         key=SCORE_SUMMARY_KEY,
         description=(
             f"score ({report.mode}): {report.scored} scored, {report.failed} failed with "
-            f"{report.model_version}"
+            f"{report.model_version}" + ("; drift flagged" if report.drift else "")
         ),
     )
     return cast(UUID, artifact_id)

@@ -187,3 +187,42 @@ class UnknownModelVersion(ModelError):
         else:
             there = "`mlc models` lists them, and none has been trained yet"
         super().__init__(f"there is no model version {version!r}; {there}")
+
+
+class UnknownImage(MlcError):
+    """A key that names no image mlc has registered."""
+
+    def __init__(self, key: str, similar: list[str]) -> None:
+        self.key = key
+        self.similar = similar
+        hint = (
+            f"did you mean {', '.join(similar)}?"
+            if similar
+            else "`mlc score` registers the images under its prefixes"
+        )
+        super().__init__(f"no image with the key {key!r} is in the database; {hint}")
+
+
+class UnknownTag(MlcError):
+    """A tag that no model version knows and no label names."""
+
+    def __init__(self, tag: str, close: list[str], known: list[str]) -> None:
+        self.tag = tag
+        self.close = close
+        if close:
+            hint = f"close matches: {', '.join(close)}"
+        elif known:
+            hint = f"known tags: {', '.join(known[:20])}" + (", ..." if len(known) > 20 else "")
+        else:
+            hint = "no model version or label names any tag yet"
+        super().__init__(f"no model version or label knows the tag {tag!r}; {hint}")
+
+
+class ContradictoryLabels(MlcError):
+    """A correction that adds and removes the same tag."""
+
+    def __init__(self, key: str, tags: list[str]) -> None:
+        self.tags = tags
+        super().__init__(
+            f"{key}: {', '.join(tags)} cannot be both added and removed; say which one it is"
+        )

@@ -205,12 +205,39 @@ class OrchestrationSettings(BaseModel):
         return value
 
 
+class DriftSettings(BaseModel):
+    """When a scoring run's tag rates count as drifted from the champion's validation rates."""
+
+    model_config = ConfigDict(validate_default=True)
+
+    psi_limit: float = Field(
+        0.2,
+        gt=0,
+        description=(
+            "a class whose tag rate in a run is this far from its rate on the champion's "
+            "validation images (population stability index) is flagged; 0.1 to 0.25 is "
+            "the usual band of a moderate shift"
+        ),
+    )
+    min_images: int = Field(
+        100,
+        ge=1,
+        description="runs that scored fewer images are not checked: their rates are noise",
+    )
+
+
 class Settings(BaseSettings):
-    """All of mlc's settings; see the README's settings table."""
+    """All of mlc's settings; see the README's settings table.
+
+    Read from ``MLC_`` environment variables, then from a ``.env`` file in the working
+    directory (a variable set in the environment wins over the file).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
     )
@@ -225,6 +252,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     scoring: ScoringSettings = ScoringSettings()
     orchestration: OrchestrationSettings = OrchestrationSettings()
+    drift: DriftSettings = DriftSettings()
 
     @field_validator("database_url")
     @classmethod

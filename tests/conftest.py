@@ -24,7 +24,9 @@ DATASET_DIR = Path(
 
 @pytest.fixture(autouse=True)
 def isolated_mlc_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test gets its own MLC_HOME and none of the caller's MLC_ variables."""
+    """Each test gets its own MLC_HOME, none of the caller's MLC_ variables, and a working
+    directory of its own (settings also come from a ``.env`` file there)."""
+    monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
         if name.startswith("MLC_") and not name.startswith("MLC_TEST_"):
             monkeypatch.delenv(name)

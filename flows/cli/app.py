@@ -135,7 +135,7 @@ def main() -> None:
     try:
         app()
     except MlcError as error:
-        errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         errors.print("interrupted; committed batches are kept and a rerun continues")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -25,32 +24,6 @@ def db_upgrade() -> None:
     finally:
         engine.dispose()
     console.print(f"database schema is at revision {revision}")
-
-
-@app.command()
-def tags(
-    tag: Annotated[list[str], typer.Option(help="a tag the images must carry (repeatable)")],
-    limit: Annotated[int, typer.Option(min=1)] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
-) -> None:
-    """List images that carry all the given tags under the champion model."""
-    from mlc_core.db.scores import find_images_with_tags
-    from mlc_core.labels import normalize_tag
-    from mlc_core.reports.catalog import tagged_images_table
-
-    try:
-        wanted = [normalize_tag(t) for t in tag]
-    except ValueError as error:
-        raise MlcError(str(error)) from None
-    with opened_workspace() as workspace, workspace.transaction() as session:
-        found = find_images_with_tags(session, wanted, limit=limit)
-    if not as_json:
-        print_document(tagged_images_table(wanted, found))
-        return
-    for image in found:
-        print(
-            json.dumps({"uri": image.uri, "tags": image.tags, "model_version": image.model_version})
-        )
 
 
 @app.command()

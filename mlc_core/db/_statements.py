@@ -43,17 +43,17 @@ def insert_ignoring_conflicts(
     return dialect_insert(session, model).on_conflict_do_nothing(index_elements=conflict_columns)
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def starts_with_any(
-    column: InstrumentedAttribute[str], prefixes: Sequence[str]
+    column: InstrumentedAttribute[str] | ColumnElement[str], prefixes: Sequence[str]
 ) -> ColumnElement[bool]:
     """``column`` starts with one of ``prefixes`` (none: false)."""
     if not prefixes:
         return false()
-    return or_(*(column.like(_escape_like(p) + "%", escape="\\") for p in prefixes))
+    return or_(*(column.like(escape_like(p) + "%", escape="\\") for p in prefixes))
 
 
 def in_session(session: Session, instance: _M) -> _M:

@@ -20,11 +20,13 @@ from sqlalchemy.orm import Session
 
 from mlc_core.db._statements import (
     chunks,
+    escape_like,
     insert_ignoring_conflicts,
     starts_with_any,
 )
 from mlc_core.db.engine import database_now
 from mlc_core.db.models import Image
+from mlc_core.db.views import scoring_failures
 
 
 def current_image() -> ColumnElement[bool]:
@@ -256,3 +258,49 @@ def record_failures(session: Session, failures: Sequence[tuple[int, str]]) -> No
             for image_id, reason in reasons.items()
         ],
     )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A current image whose latest scoring failed, with the reason and when."""
+
+    uri: str
+    reason: str
+    failed_at: datetime | None
+
+
+def list_failures(
+    session: Session, *, reason: str | None = None, uri_prefix: str = "", limit: int = 100
+) -> list[Failure]:
+    """The failure ledger (the ``scoring_failures`` view), newest first.
+
+    Args:
+        reason: only failures whose reason contains this text (any case).
+    """
+    statement = select(
+        scoring_failures.c.image_uri, scoring_failures.c.error, scoring_failures.c.failed_at
+    )
+    if reason:
+        statement = statement.where(
+            func.lower(scoring_failures.c.error).like(
+                "%" + escape_like(reason.lower()) + "%", escape="\\"
+            )
+        )
+    if uri_prefix:
+        statement = statement.where(starts_with_any(scoring_failures.c.image_uri, [uri_prefix]))
+    rows = session.execute(
+        statement.order_by(scoring_failures.c.failed_at.desc(), scoring_failures.c.image_uri).limit(
+            limit
+        )
+    ).all()
+    return [Failure(uri, error or "", failed_at) for uri, error, failed_at in rows]
+
+
+def count_failures_by_reason(session: Session) -> dict[str, int]:
+    """How many current images failed, by their full reason."""
+    return {
+        error or "": int(count)
+        for error, count in session.execute(
+            select(scoring_failures.c.error, func.count()).group_by(scoring_failures.c.error)
+        )
+    }

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import distinct, func, or_, select
+from sqlalchemy import and_, delete, distinct, func, or_, select
 from sqlalchemy.orm import Session
 
 from mlc_core.db._statements import dialect_insert
@@ -21,12 +21,28 @@ from mlc_core.db.models import Label, utc_now
 
 @dataclass(frozen=True)
 class LabelRecord:
-    """A ground-truth statement: ``tag`` is present on the image (``positive``) or absent."""
+    """A person's statement: ``tag`` is present on the image (``positive``) or absent.
+
+    ``complete``: it came with the image's whole tag set (see :class:`~mlc_core.db.models.Label`);
+    False for a correction, which says nothing of the tags it does not name.
+    """
 
     image_uri: str
     tag: str
     positive: bool
     source: str
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class StoredLabel:
+    """A label as it is stored, with where it came from and when it last changed."""
+
+    tag: str
+    positive: bool
+    source: str
+    updated_at: datetime
+    complete: bool
 
 
 def upsert_labels(session: Session, labels: Sequence[LabelRecord]) -> int:
@@ -34,7 +50,8 @@ def upsert_labels(session: Session, labels: Sequence[LabelRecord]) -> int:
 
     When ``labels`` holds the same ``(image_uri, tag)`` twice, the later one wins. A label that
     is already stored with the same ``positive`` and ``source`` is left untouched, so its
-    ``updated_at`` keeps saying when it last changed.
+    ``updated_at`` keeps saying when it last changed. An image's whole tag set stays known once
+    stated: a correction of a label that came with it keeps ``complete``.
 
     Returns:
         The number of rows inserted or changed (0 when importing the same labels again).
@@ -50,6 +67,7 @@ def upsert_labels(session: Session, labels: Sequence[LabelRecord]) -> int:
             "positive": label.positive,
             "source": label.source,
             "updated_at": now,
+            "complete": label.complete,
         }
         for label in latest.values()
     ]
@@ -60,9 +78,12 @@ def upsert_labels(session: Session, labels: Sequence[LabelRecord]) -> int:
             "positive": insert.excluded.positive,
             "source": insert.excluded.source,
             "updated_at": insert.excluded.updated_at,
+            "complete": or_(Label.complete, insert.excluded.complete),
         },
         where=or_(
-            Label.positive != insert.excluded.positive, Label.source != insert.excluded.source
+            Label.positive != insert.excluded.positive,
+            Label.source != insert.excluded.source,
+            and_(insert.excluded.complete, ~Label.complete),
         ),
     ).returning(Label.id)
     return len(session.execute(statement, rows).all())
@@ -89,3 +110,39 @@ def count_labelled_images(session: Session, *, changed_after: datetime | None = 
     if changed_after is not None:
         query = query.where(Label.updated_at > changed_after)
     return session.scalar(query) or 0
+
+
+def labels_of(session: Session, image_uri: str) -> list[StoredLabel]:
+    """The labels of one image, by tag."""
+    return [
+        StoredLabel(tag, positive, source, updated_at, complete)
+        for tag, positive, source, updated_at, complete in session.execute(
+            select(Label.tag, Label.positive, Label.source, Label.updated_at, Label.complete)
+            .where(Label.image_uri == image_uri)
+            .order_by(Label.tag)
+        )
+    ]
+
+
+def clear_labels(session: Session, image_uri: str, tags: Sequence[str] | None = None) -> int:
+    """Hand tags of an image back to the model: delete its labels (all, or these tags).
+
+    Returns:
+        How many labels were deleted.
+    """
+    statement = delete(Label).where(Label.image_uri == image_uri)
+    if tags is not None:
+        statement = statement.where(Label.tag.in_(list(tags)))
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0))
+
+
+def complete_label_uris(session: Session) -> set[str]:
+    """The images whose whole tag set a person stated (every class they do not name is
+    absent); for the others, classes without a label are unknown."""
+    return set(session.scalars(select(Label.image_uri).where(Label.complete).distinct()))
+
+
+def label_tags(session: Session) -> set[str]:
+    """Every tag a label names."""
+    return set(session.scalars(select(Label.tag).distinct()))

@@ -185,3 +185,8 @@ def override_threshold(
     model_version.threshold_overrides = overrides
     session.flush()
     return previous
+
+
+def known_classes(session: Session) -> set[str]:
+    """Every class some model version predicts."""
+    return {name for classes in session.scalars(select(ModelVersion.classes)) for name in classes}

@@ -97,7 +97,13 @@ class Image(Base):
 
 
 class Label(Base):
-    """A ground-truth statement about an image: ``tag`` is present (positive) or absent."""
+    """A person's statement about an image: ``tag`` is present (positive) or absent.
+
+    ``complete`` says the statement came with the image's whole tag set (a labels file of
+    ``key,tags``): every class it does not name is absent. A correction (``mlc labels set``, a
+    corrections file, the web page) names only the tags it changes, and says nothing of the
+    others. Labels win over models in the views, whatever any model says.
+    """
 
     __tablename__ = "labels"
     __table_args__ = (UniqueConstraint("image_uri", "tag"),)
@@ -110,6 +116,7 @@ class Label(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utc_now, onupdate=utc_now
     )
+    complete: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
 
 
 class ModelVersion(Base):

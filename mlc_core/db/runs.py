@@ -168,3 +168,11 @@ def last_training_started_at(session: Session) -> datetime | None:
     return session.scalar(
         select(func.max(Run.started_at)).where(Run.kind == "train", Run.status == "succeeded")
     )
+
+
+def recent_runs(session: Session, *, kind: str | None = None, limit: int = 20) -> list[Run]:
+    """The latest runs, newest first (of one kind, or of all)."""
+    statement = select(Run).order_by(Run.started_at.desc(), Run.id.desc()).limit(limit)
+    if kind is not None:
+        statement = statement.where(Run.kind == kind)
+    return list(session.scalars(statement))

@@ -15,14 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from mlc_core.db._statements import chunks, insert_ignoring_conflicts
 from mlc_core.db.engine import database_now
 from mlc_core.db.images import current_image
 from mlc_core.db.models import Image, ImageTag, ModelVersion, Score
-from mlc_core.db.views import shown_scores
 
 
 @dataclass(frozen=True)
@@ -205,60 +204,4 @@ def scores_for_uris(
         uri_of = {image_id: uri for image_id, uri, _ in rows}
         scored = _with_tags(session, model_version_id, [(i, p) for i, _, p in rows])
         found.update({uri_of[score.image_id]: score for score in scored})
-    return found
-
-
-@dataclass(frozen=True)
-class TaggedImage:
-    """The current version of an image with all the tags people see for it."""
-
-    uri: str
-    tags: dict[str, float]
-    model_version: str
-
-
-def find_images_with_tags(
-    session: Session, tags: Sequence[str], *, limit: int = 100
-) -> list[TaggedImage]:
-    """Current image versions that carry every one of ``tags``, as the views show them.
-
-    Each image shows the tags of one model version (see :mod:`mlc_core.db.views`): the
-    champion's where it scored the image, else those of the most recent champion that did.
-    Tags are compared exactly (they are stored normalized; see ``mlc_core.labels``).
-
-    Returns:
-        At most ``limit`` images ordered by URI, each with all its tags (highest probability
-        first), not only the requested ones.
-
-    Raises:
-        ValueError: ``tags`` is empty or ``limit`` is below 1.
-    """
-    wanted = sorted(set(tags))
-    if not wanted:
-        raise ValueError("expected at least one tag to search for")
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    shown_tag = and_(
-        ImageTag.image_id == shown_scores.c.image_id,
-        ImageTag.model_version_id == shown_scores.c.model_version_id,
-    )
-    with_all_tags = (
-        select(ImageTag.image_id)
-        .join(shown_scores, shown_tag)
-        .where(ImageTag.tag.in_(wanted))
-        .group_by(ImageTag.image_id)
-        .having(func.count() == len(wanted))
-    )
-    images = session.execute(
-        select(Image.id, Image.uri, ModelVersion.id, ModelVersion.version)
-        .join(shown_scores, shown_scores.c.image_id == Image.id)
-        .join(ModelVersion, ModelVersion.id == shown_scores.c.model_version_id)
-        .where(Image.id.in_(with_all_tags))
-        .order_by(Image.uri, Image.id)
-        .limit(limit)
-    ).all()
-    found = []
-    for image_id, uri, model_version_id, version in images:
-        [score] = _with_tags(session, model_version_id, [(image_id, [])])
-        found.append(TaggedImage(uri=uri, tags=dict(score.tags), model_version=version))
     return found

@@ -5,7 +5,12 @@ same questions (``mlc tags``, the web page) selects from the view objects below,
 command line and SQL never disagree. A version's SQL never changes once released: a new
 shape is a new version and a new migration.
 
-Version 2 (current): for each current image (not superseded, not retired) whose latest scoring
+Version 3 (current) is version 2 with people's labels: ``current_tags`` shows a tag a positive
+label adds and hides one a label removes, whatever any model says, and names each row's
+``source`` (``model`` or ``human``). A human row carries the shown version's probability of the
+tag where that version tagged the image, else none.
+
+Version 2: for each current image (not superseded, not retired) whose latest scoring
 did not fail, ``shown_scores`` holds the one score row people see: the champion's where the
 champion scored the image, else that of the version that was champion most recently among
 those that scored it. A version that was never champion, or that a rollback made step down
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import column, table
+from sqlalchemy import JSON, DateTime, Float, String, column, table
 
 # Version 1: the champion's rows only (a promotion emptied the views until a rescore).
 _V1_CURRENT_TAGS = """
@@ -104,6 +109,42 @@ WHERE images.superseded_at IS NULL
   AND images.status = 'failed'
 """
 
+# Version 3: labels win over models.
+_V3_CURRENT_TAGS = """
+CREATE VIEW current_tags AS
+SELECT images.uri AS image_uri,
+       image_tags.tag AS tag,
+       image_tags.probability AS probability,
+       model_versions.version AS model_version,
+       'model' AS source
+FROM shown_scores
+JOIN image_tags ON image_tags.image_id = shown_scores.image_id
+               AND image_tags.model_version_id = shown_scores.model_version_id
+JOIN images ON images.id = shown_scores.image_id
+JOIN model_versions ON model_versions.id = shown_scores.model_version_id
+WHERE NOT EXISTS (
+    SELECT 1 FROM labels WHERE labels.image_uri = images.uri AND labels.tag = image_tags.tag
+)
+UNION ALL
+SELECT images.uri AS image_uri,
+       labels.tag AS tag,
+       (SELECT image_tags.probability
+        FROM shown_scores
+        JOIN image_tags ON image_tags.image_id = shown_scores.image_id
+                       AND image_tags.model_version_id = shown_scores.model_version_id
+        WHERE shown_scores.image_id = images.id AND image_tags.tag = labels.tag) AS probability,
+       (SELECT model_versions.version
+        FROM shown_scores
+        JOIN model_versions ON model_versions.id = shown_scores.model_version_id
+        WHERE shown_scores.image_id = images.id) AS model_version,
+       'human' AS source
+FROM labels
+JOIN images ON images.uri = labels.image_uri
+WHERE labels.positive
+  AND images.superseded_at IS NULL
+  AND images.retired_at IS NULL
+"""
+
 # Position i of the probabilities belongs to position i of model_versions.classes: both
 # arrays are unnested with their index and joined on it.
 _SCORES_SELECT_SQLITE = """
@@ -134,6 +175,7 @@ JOIN LATERAL json_array_elements_text(scores.probabilities)
 _VIEWS: dict[int, tuple[str, ...]] = {
     1: ("current_tags", "current_scores", "scoring_failures"),
     2: ("shown_scores", "current_tags", "current_scores", "scoring_failures"),
+    3: ("shown_scores", "current_tags", "current_scores", "scoring_failures"),
 }
 
 
@@ -142,9 +184,10 @@ def _statements(version: int, dialect: str) -> list[str]:
     if version == 1:
         current_scores = scores.format(source=_V1_SCORES_FROM, where=_V1_SCORES_WHERE)
         return [_V1_CURRENT_TAGS, current_scores, _V1_FAILURES]
-    if version == 2:
+    if version in (2, 3):
         current_scores = scores.format(source=_V2_SCORES_FROM, where="")
-        return [_V2_SHOWN_SCORES, _V2_CURRENT_TAGS, current_scores, _V2_FAILURES]
+        current_tags = _V2_CURRENT_TAGS if version == 2 else _V3_CURRENT_TAGS
+        return [_V2_SHOWN_SCORES, current_tags, current_scores, _V2_FAILURES]
     raise ValueError(f"there are no views of version {version}")
 
 
@@ -167,6 +210,27 @@ shown_scores = table(
     "shown_scores",
     column("image_id"),
     column("model_version_id"),
-    column("probabilities"),
-    column("scored_at"),
+    column("probabilities", JSON),
+    column("scored_at", DateTime(timezone=True)),
+)
+current_tags = table(
+    "current_tags",
+    column("image_uri", String),
+    column("tag", String),
+    column("probability", Float),
+    column("model_version", String),
+    column("source", String),
+)
+scoring_failures = table(
+    "scoring_failures",
+    column("image_uri", String),
+    column("error", String),
+    column("failed_at", DateTime(timezone=True)),
+)
+current_scores = table(
+    "current_scores",
+    column("image_uri", String),
+    column("class_name", String),
+    column("probability", Float),
+    column("model_version", String),
 )

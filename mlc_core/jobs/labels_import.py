@@ -1,9 +1,15 @@
-"""Import ground-truth labels from a CSV file.
+"""Import labels from a CSV file: whole tag sets, or corrections of a few tags.
 
-The file has a header and the columns ``key,tags`` (``filename`` is accepted for ``key``), with
-tags joined by ``|``; an optional ``negative_tags`` column states tags that are known to be
-absent. A row states the image's whole label set: a tag that an earlier import marked present
-and this row no longer lists becomes a negative label.
+A file of whole tag sets has a header and the columns ``key,tags`` (``filename`` is accepted
+for ``key``), with tags joined by ``|``; an optional ``negative_tags`` column states tags that
+are known to be absent. A row states the image's whole label set: a tag that an earlier import
+marked present and this row no longer lists becomes a negative label, and every class it does
+not name is absent when the next model trains.
+
+A corrections file has the columns ``key,add,remove`` (either of the last two may be missing):
+only the named tags change, and the image's other classes stay as they were (unknown to
+training unless a whole set was stated before). Other columns are ignored, so the corrections
+CSV of ``mlc review`` comes back as it is, once filled in.
 
 Problems are collected per line, never fatal: every valid row is imported and every bad one is
 reported with its line number, so one typo does not cost a night's labelling.
@@ -47,6 +53,8 @@ class LabelImportReport:
     imported_images: int = 0
     positive_labels: int = 0
     negative_labels: int = 0
+    # Corrections rows that name no tag to add or remove (a review list not filled in).
+    blank_corrections: int = 0
     problems: list[LabelProblem] = field(default_factory=list)
 
     @property
@@ -60,6 +68,8 @@ class _Row:
     key: str
     positives: tuple[str, ...]
     negatives: tuple[str, ...]
+    # The row states the image's whole tag set (a key,tags file), not a correction of a few.
+    complete: bool
 
 
 # csv refuses longer fields with an error that would end the whole import; no key or tag is
@@ -127,24 +137,35 @@ def _row_problem(line: int, fields: list[str]) -> LabelProblem | None:
 
 @dataclass(frozen=True)
 class _Columns:
-    """Where the labels file keeps each column, from its header."""
+    """Where the labels file keeps each column, from its header.
+
+    A file of whole tag sets has ``tags`` (and optionally ``negative_tags``); a corrections
+    file has ``add`` and/or ``remove`` instead, and changes only the tags it names.
+    """
 
     header: list[str]
     key: int
-    tags: int
+    positives: int | None
     negatives: int | None
+    complete: bool
 
     @classmethod
     def of(cls, header: list[str]) -> _Columns:
         names = [name.strip().lower() for name in header]
         key_column = next((name for name in KEY_COLUMNS if name in names), None)
-        if key_column is None or "tags" not in names:
-            raise LabelsFileError(
-                f"the labels file's header is {','.join(names) or '(empty)'}; expected the "
-                "columns key,tags (and optionally negative_tags)"
-            )
-        negatives = names.index("negative_tags") if "negative_tags" in names else None
-        return cls(names, names.index(key_column), names.index("tags"), negatives)
+
+        def at(name: str) -> int | None:
+            return names.index(name) if name in names else None
+
+        if key_column is not None and "tags" in names:
+            return cls(names, names.index(key_column), at("tags"), at("negative_tags"), True)
+        if key_column is not None and ("add" in names or "remove" in names):
+            return cls(names, names.index(key_column), at("add"), at("remove"), False)
+        raise LabelsFileError(
+            f"the labels file's header is {','.join(names) or '(empty)'}; expected the "
+            "columns key,tags (and optionally negative_tags) for whole tag sets, or "
+            "key,add,remove for corrections"
+        )
 
 
 def parse_labels_csv(data: bytes, *, key_prefix: str = "") -> tuple[list[_Row], LabelImportReport]:
@@ -169,6 +190,14 @@ def parse_labels_csv(data: bytes, *, key_prefix: str = "") -> tuple[list[_Row], 
         if row is not None:
             first_line_of[row.key] = line
             parsed.append(row)
+    contradictions = [str(p) for p in report.problems if p.kind == "contradiction"]
+    if contradictions and not columns.complete:
+        # A correction is a deliberate statement; one that says both is a mistake worth
+        # stopping for, not a row to skip while the rest of the file goes in.
+        raise LabelsFileError(
+            f"the corrections file adds and removes the same tag ({'; '.join(contradictions)}); "
+            "nothing was imported: fix the file and import it again"
+        )
     return parsed, report
 
 
@@ -201,7 +230,7 @@ def _parse_row(
         problem("bad_key", str(error))
         return None
     try:
-        positives = parse_tags(fields[columns.tags])
+        positives = parse_tags(fields[columns.positives]) if columns.positives is not None else []
         negatives = parse_tags(fields[columns.negatives]) if columns.negatives is not None else []
     except ValueError as error:
         problem("bad_tag", f"{key}: {error}")
@@ -212,7 +241,7 @@ def _parse_row(
     if key in first_line_of:
         problem("duplicate", f"{key} is also on line {first_line_of[key]}; the first row is kept")
         return None
-    return _Row(line, key, tuple(positives), tuple(negatives))
+    return _Row(line, key, tuple(positives), tuple(negatives), columns.complete)
 
 
 def _common_folder(keys: Iterable[str]) -> str:
@@ -261,10 +290,15 @@ def import_labels(
         LabelsFileError: the file cannot be read at all (no usable header).
     """
     rows, report = parse_labels_csv(data, key_prefix=key_prefix)
-    present = _keys_present(store, {row.key for row in rows})
+    present = _keys_present(
+        store, {row.key for row in rows if row.complete or row.positives or row.negatives}
+    )
     existing = labels_by_image(session)
     records: list[LabelRecord] = []
     for row in rows:
+        if not row.complete and not row.positives and not row.negatives:
+            report.blank_corrections += 1
+            continue
         if row.key not in present:
             report.problems.append(
                 LabelProblem(row.line, "unknown_key", f"{row.key} does not exist in {store.url}")
@@ -273,13 +307,19 @@ def import_labels(
         uri = store.uri(row.key)
         positives = set(row.positives)
         negatives = set(row.negatives)
-        negatives |= {
-            tag
-            for tag, positive in existing.get(uri, {}).items()
-            if positive and tag not in positives
-        }
-        records.extend(LabelRecord(uri, tag, True, source) for tag in sorted(positives))
-        records.extend(LabelRecord(uri, tag, False, source) for tag in sorted(negatives))
+        if row.complete:
+            # The row states the whole set: a tag it no longer lists is absent now.
+            negatives |= {
+                tag
+                for tag, positive in existing.get(uri, {}).items()
+                if positive and tag not in positives
+            }
+        records.extend(
+            LabelRecord(uri, tag, True, source, row.complete) for tag in sorted(positives)
+        )
+        records.extend(
+            LabelRecord(uri, tag, False, source, row.complete) for tag in sorted(negatives)
+        )
         report.imported_images += 1
         report.positive_labels += len(positives)
         report.negative_labels += len(negatives)

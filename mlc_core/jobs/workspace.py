@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from mlc_core.db.engine import check_connection, create_db_engine
-from mlc_core.db.migrate import require_current_schema, upgrade_schema
+from mlc_core.db.revision import HEAD_REVISION, stored_revision
 from mlc_core.settings import Settings
 from mlc_core.storage import ObjectStore, open_store
 
@@ -48,10 +48,8 @@ def open_workspace(settings: Settings, *, check_store: bool = True) -> Workspace
     engine = create_db_engine(settings.resolved_database_url)
     try:
         check_connection(engine)
-        if engine.dialect.name == "sqlite":
-            upgrade_schema(engine)
-        else:
-            require_current_schema(engine)
+        if stored_revision(engine) != HEAD_REVISION:
+            _migrate_or_refuse(engine)
         store = open_store(settings.resolved_storage_url)
         if check_store:
             store.check()
@@ -59,3 +57,13 @@ def open_workspace(settings: Settings, *, check_store: bool = True) -> Workspace
         engine.dispose()
         raise
     return Workspace(settings=settings, engine=engine, store=store)
+
+
+def _migrate_or_refuse(engine: Engine) -> None:
+    """Migrate an embedded SQLite database; refuse a server database that is not current."""
+    from mlc_core.db.migrate import require_current_schema, upgrade_schema
+
+    if engine.dialect.name == "sqlite":
+        upgrade_schema(engine)
+    else:
+        require_current_schema(engine)

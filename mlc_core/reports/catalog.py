@@ -1,11 +1,10 @@
-"""How the stored state reads to people: model versions, thresholds, tagged images, the demo."""
+"""How the stored state reads to people: model versions, thresholds, the demo's hold-out."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from mlc_core.db.models import ModelVersion
-from mlc_core.db.scores import TaggedImage
 from mlc_core.jobs.demo import DemoEvaluation
 from mlc_core.reports.document import Document, Table, number
 
@@ -44,23 +43,6 @@ def thresholds_table(version: ModelVersion) -> Document:
         )
     return Document(f"thresholds of {version.version}").add(
         Table(["class", "threshold", "override"], rows)
-    )
-
-
-def tagged_images_table(tags: Sequence[str], images: Sequence[TaggedImage]) -> Document:
-    """``mlc tags``: the images carrying the tags, each with all its tags."""
-    rows = [
-        [
-            image.uri,
-            ", ".join(
-                f"{name} {p:.2f}" for name, p in sorted(image.tags.items(), key=lambda x: -x[1])
-            ),
-            image.model_version,
-        ]
-        for image in images
-    ]
-    return Document(f"images tagged {' + '.join(tags)} ({len(images)} shown)").add(
-        Table(["image", "tags (probability)", "model"], rows)
     )
 
 

@@ -30,6 +30,7 @@ def score_summary_rows(report: ScoreReport) -> list[dict[str, Any]]:
         ("retired (gone from the store)", report.retired),
         ("not retired (over the fraction)", report.retire_refused),
     ]
+    rows.append(("drift", report.drift_status))
     rows += [
         ("images/s", round(report.images_per_second, 2)),
         ("seconds", round(report.seconds, 1)),
@@ -57,6 +58,8 @@ def score_summary(report: ScoreReport) -> Document:
             f"  took over the images of runs {report.dead_runs_ended}, which stopped without "
             "finishing"
         )
+    if report.drift:
+        document.add(f"drift: {report.drift_status}")
     for warning in report.warnings:
         document.add(f"warning: {warning}")
     return document
@@ -75,6 +78,8 @@ def labels_import_summary(report: LabelImportReport) -> Document:
         f"imported labels for {report.imported_images} images ({report.positive_labels} "
         f"positive, {report.negative_labels} negative) from {report.rows} rows"
     )
+    if report.blank_corrections:
+        document.add(f"  {report.blank_corrections} corrections row(s) named no tag and were left")
     for kind, count in sorted(report.problem_counts.items()):
         document.add(f"  {count} row(s) with problem '{kind}'")
     return document

@@ -18,6 +18,7 @@ from mlc_core.db.migrate import (
     upgrade_schema,
 )
 from mlc_core.db.models import Base
+from mlc_core.db.revision import HEAD_REVISION
 from mlc_core.db.views import VIEW_NAMES
 from mlc_core.errors import SchemaOutOfDate
 
@@ -30,6 +31,8 @@ def test_migration_history_has_exactly_one_head() -> None:
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
 
     assert heads == [head_revision()]
+    # The fast check every command makes before it would load Alembic.
+    assert head_revision() == HEAD_REVISION
 
 
 def test_every_migration_file_says_why_it_exists() -> None:

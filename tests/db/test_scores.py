@@ -11,7 +11,8 @@ from mlc_core.db.model_versions import (
     get_champion,
 )
 from mlc_core.db.models import Image, ImageTag, Score
-from mlc_core.db.scores import ImageScore, TaggedImage, find_images_with_tags, write_scores
+from mlc_core.db.scores import ImageScore, write_scores
+from mlc_core.db.tag_search import FoundImage, ShownTag, TagQuery, search_tags
 from tests.db.support import CLASSES, add_model_version, image
 
 
@@ -68,7 +69,11 @@ def score_images(engine: Engine, tags_by_uri: dict[str, list[str]]) -> None:
         )
 
 
-def test_find_images_with_tags_requires_all_tags(migrated_engine: Engine) -> None:
+def model_tags(*pairs: tuple[str, float]) -> tuple[ShownTag, ...]:
+    return tuple(ShownTag(tag, p, "model") for tag, p in pairs)
+
+
+def test_search_tags_requires_all_tags(migrated_engine: Engine) -> None:
     score_images(
         migrated_engine,
         {
@@ -78,31 +83,31 @@ def test_find_images_with_tags_requires_all_tags(migrated_engine: Engine) -> Non
         },
     )
     with Session(migrated_engine) as session:
-        found = find_images_with_tags(session, ["sky", "beach"])
+        found = search_tags(session, TagQuery(all_tags=("sky", "beach")))
 
     assert found == [
-        TaggedImage("s3://b/a.jpg", {"beach": 0.9, "dog": 0.9, "sky": 0.9}, "v1"),
-        TaggedImage("s3://b/c.jpg", {"beach": 0.9, "sky": 0.9}, "v1"),
+        FoundImage("s3://b/a.jpg", "v1", model_tags(("beach", 0.9), ("dog", 0.9), ("sky", 0.9))),
+        FoundImage("s3://b/c.jpg", "v1", model_tags(("beach", 0.9), ("sky", 0.9))),
     ]
 
 
-def test_find_images_with_tags_stops_at_the_limit(migrated_engine: Engine) -> None:
+def test_search_tags_stops_at_the_limit(migrated_engine: Engine) -> None:
     score_images(migrated_engine, {f"s3://b/{n}.jpg": ["dog"] for n in range(5)})
     with Session(migrated_engine) as session:
-        found = find_images_with_tags(session, ["dog"], limit=2)
+        found = search_tags(session, TagQuery(all_tags=("dog",), limit=2))
 
     assert [tagged.uri for tagged in found] == ["s3://b/0.jpg", "s3://b/1.jpg"]
 
 
-def test_find_images_with_tags_ignores_superseded_versions(migrated_engine: Engine) -> None:
+def test_search_tags_ignores_superseded_versions(migrated_engine: Engine) -> None:
     score_images(migrated_engine, {"s3://b/a.jpg": ["dog"]})
     with Session(migrated_engine) as session, session.begin():
         register_images(session, [image("s3://b/a.jpg", "e2")])
-        found = find_images_with_tags(session, ["dog"])
+        found = search_tags(session, TagQuery(all_tags=("dog",)))
 
     assert found == []
 
 
-def test_find_images_with_no_tags_is_refused(migrated_engine: Engine) -> None:
-    with Session(migrated_engine) as session, pytest.raises(ValueError, match="at least one tag"):
-        find_images_with_tags(session, [])
+def test_search_tags_refuses_a_limit_below_one() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        TagQuery(limit=0)

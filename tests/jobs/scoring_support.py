@@ -48,7 +48,10 @@ def tiny_model_file() -> tuple[bytes, str]:
 
 
 def register_champion(
-    workspace: Workspace, version: str = "v1", thresholds: list[float] | None = None
+    workspace: Workspace,
+    version: str = "v1",
+    thresholds: list[float] | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Put the tiny model in the store and make it the champion, as training would."""
     data, sha256 = tiny_model_file()
@@ -60,7 +63,7 @@ def register_champion(
             version=version,
             classes=CLASSES,
             thresholds=thresholds or [0.5] * len(CLASSES),
-            metrics={},
+            metrics=metrics or {},
             backbone="compact_cnn",
             image_size=IMAGE_SIZE,
             artifact_uri=workspace.store.uri(key),

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from mlc_core.db.engine import create_db_engine
 from mlc_core.db.migrate import upgrade_schema
-from mlc_core.db.scores import find_images_with_tags
+from mlc_core.db.tag_search import TagQuery, search_tags
 from mlc_core.errors import SchemaOutOfDate
 from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.scoring import score_images
@@ -56,7 +56,7 @@ def test_train_score_and_query_tags_on_seaweedfs_and_postgresql(
             count = connection.execute(text("select count(*) from current_scores")).scalar_one()
         assert count == len(truth) * len(trained.classes)
         with workspace.transaction() as session:
-            found = find_images_with_tags(session, [trained.classes[0]], limit=1000)
+            found = search_tags(session, TagQuery(all_tags=(trained.classes[0],), limit=1000))
         assert all(image.uri.startswith(s3_store_url) for image in found)
     finally:
         workspace.close()

@@ -12,7 +12,8 @@ from mlc_core.db.model_versions import (
     require_model_version,
 )
 from mlc_core.db.models import Image
-from mlc_core.db.scores import ImageScore, find_images_with_tags, write_scores
+from mlc_core.db.scores import ImageScore, write_scores
+from mlc_core.db.tag_search import TagQuery, search_tags
 from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import Workspace
 from tests.jobs.scoring_support import put_tiny_images, query, register_champion, tiny_jpeg
@@ -49,7 +50,7 @@ def test_a_promotion_without_a_rescore_keeps_every_image_tagged(
 
     assert _shown(workspace) == dict.fromkeys(keys, "v1")
     with workspace.transaction() as session:
-        found = find_images_with_tags(session, ["circle"], limit=10)
+        found = search_tags(session, TagQuery(all_tags=("circle",), limit=10))
     assert [image.model_version for image in found] == ["v1"] * 6
     score_images(workspace, prefixes=["images/img-0000"], discover=False)
     assert _shown(workspace) == {

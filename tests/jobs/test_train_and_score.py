@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 
 from mlc_core.db.model_versions import get_champion, list_model_versions
-from mlc_core.db.scores import find_images_with_tags
+from mlc_core.db.tag_search import TagQuery, search_tags
 from mlc_core.errors import NoChampionModel, TrainingDataError
 from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.training.train import train_model_version
@@ -59,8 +59,8 @@ def test_score_writes_probabilities_and_tags_then_a_rerun_scores_nothing(
         champion = get_champion(session)
         assert champion is not None
         some_tag = champion.classes[0]
-        found = find_images_with_tags(session, [some_tag])
-    assert all(some_tag in image.tags for image in found)
+        found = search_tags(session, TagQuery(all_tags=(some_tag,)))
+    assert all(some_tag in [t.tag for t in image.tags] for image in found)
 
 
 def test_a_corrupt_image_is_recorded_and_the_rest_are_scored(trained: TrainedWorkspace) -> None:

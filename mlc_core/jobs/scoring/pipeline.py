@@ -74,6 +74,7 @@ def score_pending(
             context.made_progress()
             writer.submit(result)
             _count(report, items, result, failures_by_reason)
+            _count_tags(report, result.scores, champion)
             done += len(items)
             if on_progress is not None:
                 on_progress(
@@ -144,6 +145,15 @@ def _count(
     report.retired += len(result.retired)
     report.scored += len(result.scores)
     report.failed += len(result.failures)
+
+
+def _count_tags(report: ScoreReport, scores: list[ImageScore], model: ModelVersion) -> None:
+    """Add how many of the scored images reach each class's threshold (for drift)."""
+    if not scores:
+        return
+    tagged = (np.array([s.probabilities for s in scores]) >= np.array(model.thresholds)).sum(0)
+    for name, count in zip(model.classes, tagged.tolist(), strict=True):
+        report.tagged_by_class[name] = report.tagged_by_class.get(name, 0) + int(count)
 
 
 def _close_writer(writer: BatchWriter, failed: bool) -> None:

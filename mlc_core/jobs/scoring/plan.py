@@ -22,6 +22,7 @@ from mlc_core.db.claims import ScoreMode, ScoringScope, check_score_mode, pendin
 from mlc_core.db.engine import database_failure, database_now
 from mlc_core.db.model_versions import require_champion
 from mlc_core.jobs.scoring.discovery import discover_images
+from mlc_core.jobs.scoring.drift import basis_for_drift
 from mlc_core.jobs.scoring.reports import ScoreReport
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.storage import validate_prefix
@@ -163,7 +164,10 @@ def _discover(
     with workspace.transaction() as session:
         champion = require_champion(session)
         model_version_id, model_version = champion.id, champion.version
-    report = ScoreReport(model_version=model_version, mode=mode, prefixes=prefixes)
+        basis = basis_for_drift(workspace, champion)
+    report = ScoreReport(
+        model_version=model_version, mode=mode, prefixes=prefixes, drift_basis=basis
+    )
     if discover:
         discover_images(workspace, prefixes, report, force_retire=force_retire)
     scope = ScoringScope(

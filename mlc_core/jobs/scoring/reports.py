@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mlc_core.jobs.scoring.drift import DriftBasis, DriftFlag, describe_drift, drifted_classes
+
 
 def reason_kind(reason: str) -> str:
     """A short bucket for counting failures ("truncated or corrupt JPEG", "empty file", ...)."""
@@ -72,6 +74,18 @@ class ScoreReport:
     inference_seconds: float = 0.0
     run_id: int | None = None
     run_ids: list[int] = field(default_factory=list)
+    # How many scored images got each tag, and what that is compared with (see drift.py).
+    tagged_by_class: dict[str, int] = field(default_factory=dict)
+    drift_basis: DriftBasis | None = None
+
+    @property
+    def drift(self) -> list[DriftFlag]:
+        """The classes whose tag rate in this run drifted from the champion's validation rate."""
+        return drifted_classes(self.tagged_by_class, self.scored, self.drift_basis)
+
+    @property
+    def drift_status(self) -> str:
+        return describe_drift(self.tagged_by_class, self.scored, self.drift_basis)
 
     @property
     def images_per_second(self) -> float:
@@ -90,6 +104,8 @@ class ScoreReport:
             **asdict(self),
             "images_per_second": round(self.images_per_second, 2),
             "scoring_images_per_second": round(self.scoring_images_per_second, 2),
+            "drift": [asdict(flag) for flag in self.drift],
+            "drift_status": self.drift_status,
         }
 
 
@@ -140,6 +156,8 @@ class ShardTally:
             report.warnings += [w for w in shard.warnings if w not in report.warnings]
             report.inference_seconds += shard.inference_seconds
             report.run_ids += shard.run_ids
+            for tag, count in shard.tagged_by_class.items():
+                report.tagged_by_class[tag] = report.tagged_by_class.get(tag, 0) + count
             # Counted as a shard's progress counts: images skipped on reading are done too.
             self._finished_done += shard.scored + shard.failed + sum(shard.skipped.values())
             return self._progress()

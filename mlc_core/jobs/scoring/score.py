@@ -28,6 +28,7 @@ from mlc_core.db.models import ModelVersion
 from mlc_core.db.runs import end_dead_runs, live_after
 from mlc_core.errors import MlcError
 from mlc_core.jobs.scoring.discovery import discover_images
+from mlc_core.jobs.scoring.drift import basis_for_drift
 from mlc_core.jobs.scoring.pipeline import score_pending
 from mlc_core.jobs.scoring.plan import ScoringShard
 from mlc_core.jobs.scoring.reports import ScoreProgress, ScoreReport
@@ -172,7 +173,12 @@ def _scoring_run(
         workspace, mode=mode, prefixes=prefixes, batch_size=batch_size, **extra
     )
     report = ScoreReport(
-        model_version=model.version, mode=mode, prefixes=prefixes, run_id=run_id, run_ids=[run_id]
+        model_version=model.version,
+        mode=mode,
+        prefixes=prefixes,
+        run_id=run_id,
+        run_ids=[run_id],
+        drift_basis=basis_for_drift(workspace, model),
     )
     scope = ScoringScope(
         model_version_id=model.id,

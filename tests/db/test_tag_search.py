@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from mlc_core.db import tag_search
 from mlc_core.db.images import ImageRecord, register_images
 from mlc_core.db.labels import LabelRecord, upsert_labels
 from mlc_core.db.scores import ImageScore, write_scores
@@ -117,6 +118,20 @@ QUESTIONS = [
         f"WHERE image_uri > '{ROOT}b.jpg' ORDER BY image_uri LIMIT 2",
     ),
     (
+        TagQuery(all_tags=("sky",), source="human"),
+        "SELECT image_uri FROM current_tags WHERE tag = 'sky' AND source = 'human' "
+        "ORDER BY image_uri",
+    ),
+    (
+        TagQuery(any_tags=("dog", "sky"), source="model"),
+        "SELECT DISTINCT image_uri FROM current_tags WHERE tag IN ('dog', 'sky') "
+        "AND source = 'model' ORDER BY image_uri",
+    ),
+    (
+        TagQuery(source="human"),
+        "SELECT DISTINCT image_uri FROM current_tags WHERE source = 'human' ORDER BY image_uri",
+    ),
+    (
         TagQuery(band=ClassBand("sky", 0.5, 0.9)),
         "SELECT image_uri FROM current_scores WHERE class_name = 'sky' "
         "AND probability BETWEEN 0.5 AND 0.9 ORDER BY image_uri",
@@ -142,13 +157,30 @@ QUESTIONS = [
         "min-prob",
         "prefix",
         "page",
+        "source-human",
+        "source-model-any",
+        "source-only",
         "band",
         "band-all",
     ],
 )
+@pytest.mark.parametrize(
+    ("drive_below", "chunk"),
+    [(50_000, 2_000), (50_000, 1), (0, 2_000)],
+    ids=["as-shipped", "one-id-chunks", "walk-all-images"],
+)
 def test_each_question_gets_the_views_answer(
-    tagged: tuple[Engine, int], question: TagQuery, sql: str
+    tagged: tuple[Engine, int],
+    question: TagQuery,
+    sql: str,
+    drive_below: int,
+    chunk: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Both ways of walking (from a rare tag's rows in chunks, or over all images) give the
+    views' answer, in id order (here also the order of the keys)."""
+    monkeypatch.setattr(tag_search, "_POSTINGS_DRIVE_BELOW", drive_below)
+    monkeypatch.setattr(tag_search, "_POSTINGS_CHUNK", chunk)
     engine, _ = tagged
     expected = view_uris(engine, sql)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,3 +42,31 @@ def csrf_of(client: TestClient) -> str:
     """The CSRF token the page's forms carry."""
     token: str = client.app.state.ui.csrf_token  # type: ignore[attr-defined]
     return token
+
+
+def give_metrics(workspace: Workspace) -> None:
+    """Per-class test metrics for v1 (champion) and v2, and v2's card comparing the two on
+    the champion's test images, as training records them."""
+    from mlc_core.db.model_versions import require_model_version, set_decision
+
+    champion = {"beach": 0.8, "dog": 0.6, "sky": 0.7}
+    candidate = {"beach": 0.9, "dog": 0.4, "sky": 0.85}
+    with workspace.transaction() as session:
+        for name, per_class in (("v1", champion), ("v2", candidate)):
+            version = require_model_version(session, name)
+            version.metrics = {
+                "mean_average_precision": sum(per_class.values()) / 3,
+                "average_precision": per_class,
+            }
+        set_decision(
+            session,
+            require_model_version(session, "v2"),
+            "kept v1: dog's AP fell 0.22 (from 0.62 to 0.40), more than the 0.05 allowed",
+        )
+    comparison = {
+        "candidate": {"average_precision": {**candidate, "dog": 0.4}},
+        "champion": {"average_precision": {**champion, "dog": 0.62}},
+        "images": 40,
+    }
+    card = {"version": "v2", "extra": {"champion_comparison": comparison}}
+    workspace.store.put("models/v2/card.json", json.dumps(card).encode())

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from mlc_core.jobs.workspace import Workspace
 from tests.fixtures.prefect import free_port
 from tests.tagged import MLC
+from tests.ui.conftest import give_metrics
 
 selenium = pytest.importorskip("selenium", reason="the browser test needs selenium ([dev] extra)")
 from selenium import webdriver  # noqa: E402
@@ -38,6 +39,7 @@ WAIT_SECONDS = 15
 @pytest.fixture
 def served(tagged_embedded: Workspace) -> Iterator[str]:
     """``mlc ui`` on a free loopback port, as a person starts it; yields its address."""
+    give_metrics(tagged_embedded)
     port = free_port()
     command = [str(MLC), "ui", "--port", str(port)]
     process = subprocess.Popen(

@@ -17,7 +17,7 @@ from mlc_core.db.runs import finish_run, start_run
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.settings import load_settings
 from tests.tagged import _tagged
-from tests.ui.conftest import client_for, csrf_of
+from tests.ui.conftest import client_for, csrf_of, give_metrics
 from tests.ui.tcp_proxy import TcpProxy
 
 SCRIPT_KEY = "images/<script>alert(1)</script>.jpg"
@@ -132,14 +132,23 @@ def test_a_failed_image_shows_a_placeholder_with_its_reason(tagged_embedded: Wor
     assert 'id="failure">scoring failed' in page and "empty file: 0 bytes" in page
 
 
-def test_the_models_page_compares_each_class_with_the_champion(embedded_client: TestClient) -> None:
-    page = embedded_client.get("/models").text
-    one = embedded_client.get("/models/v2").text
+def test_the_models_page_compares_each_class_with_the_champion(
+    tagged_embedded: Workspace,
+) -> None:
+    give_metrics(tagged_embedded)
+    with client_for() as client:
+        page = client.get("/models").text
+        one = client.get("/models/v2").text
 
     assert 'id="model-v1"' in page and 'id="model-v2"' in page
     assert '<span class="status champion">champion</span>' in page
-    assert "promotion decision:</strong> test" in page
+    assert "promotion decision:</strong> kept v1: dog&#39;s AP fell 0.22" in one
+    # v2's dog beside the champion's, on the champion's test images (from v2's card).
+    assert "<td>dog</td>" in one and "<td>0.400</td>" in one and "<td>0.620</td>" in one
+    assert "the champion&#39;s test images" in one
     assert 'id="model-v1"' not in one and one.count('<svg class="chart"') == 3
+    assert 'class="mine" x="0" y="0" width="40.0"' in one
+    assert 'class="theirs" x="0" y="6" width="62.0"' in one
 
 
 def test_the_runs_page_shows_counts_drift_failures_and_prefect_links(

@@ -181,10 +181,10 @@ def api_review(
 def review_items(state: UIState, *, n: int, tag: str | None, prefix: str) -> tuple[list[Any], Any]:
     from mlc_core.db.review import review_list
     from mlc_core.db.tag_search import require_known_tags
-    from mlc_core.jobs.browse import tags_of
+    from mlc_core.jobs.browse import one_tag
     from mlc_core.storage import key_for_uri
 
-    wanted = tags_of([tag])[0] if tag and tags_of([tag]) else None
+    wanted = one_tag(tag) if tag else None
     with state.session() as (workspace, session):
         if wanted:
             require_known_tags(session, [wanted])

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from flows.ui.api import find_images, record_correction, review_items, ui_state
@@ -72,8 +73,8 @@ def gallery(
         source=source or None,
     )
     with state.session() as (workspace, session):
-        versions = [v.version for v in list_model_versions(session)]
-        version_id = next((v.id for v in list_model_versions(session) if v.version == model), None)
+        known = {v.version: v.id for v in list_model_versions(session)}
+        version_id = known.get(model)
         prefix_uri = workspace.store.root_uri + prefix if prefix else ""
 
         def count() -> dict[str, int]:
@@ -104,7 +105,7 @@ def gallery(
         images=found["images"],
         filters=filters,
         counts=counts,
-        versions=versions,
+        versions=list(known),
         sources=SOURCES,
         next_page=next_page,
         first_page="/?" + urlencode(_set(filters)) if after else None,
@@ -149,8 +150,6 @@ async def labels_form(request: Request) -> Response:
             request, 403, "forbidden", "the form's CSRF token is missing or stale; reload the page"
         )
     key = form.get("key", [""])[0]
-    from starlette.concurrency import run_in_threadpool
-
     await run_in_threadpool(
         record_correction, ui_state(request), key, form.get("add", []), form.get("remove", [])
     )
@@ -230,14 +229,14 @@ def runs_page(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 def thumbnail(request: Request, key: str, size: str = "small") -> Response:
     """The image at ``key`` shrunk for a page; a placeholder with the reason where it cannot
     be shown (its scoring failed, it is gone, it does not decode)."""
-    from mlc_core.jobs.browse import image_view
+    from mlc_core.jobs.browse import thumbnail_source
     from mlc_core.thumbnails import ThumbnailFailure
 
     if size not in THUMBNAIL_SIDES:
         raise MlcError(f"thumbnail size {size!r}: expected one of {', '.join(THUMBNAIL_SIDES)}")
     state = ui_state(request)
     with state.session() as (workspace, session):
-        detail = image_view(session, workspace.store, key).detail
+        detail = thumbnail_source(session, workspace.store, key)
     if detail.status == "failed" and detail.error:
         return _placeholder(detail.error)
     try:

@@ -59,6 +59,18 @@ def tags_of(values: Sequence[str]) -> tuple[str, ...]:
         raise BadFilter(str(error)) from None
 
 
+def one_tag(text: str) -> str | None:
+    """The one tag a field names (None when it is blank).
+
+    Raises:
+        BadFilter: the field names a malformed tag, or more than one.
+    """
+    tags = tags_of([text])
+    if len(tags) > 1:
+        raise BadFilter(f"{text!r}: name one tag here")
+    return tags[0] if tags else None
+
+
 def gallery_query(
     session: Session,
     store: ObjectStore,
@@ -82,7 +94,7 @@ def gallery_query(
         UnknownModelVersion: ``model`` names no version.
     """
     wanted_all, wanted_any, unwanted = tags_of(all_tags), tags_of(any_tags), tags_of(none_tags)
-    band_tag = tags_of([band[0]])[0] if band and tags_of([band[0]]) else None
+    band_tag = one_tag(band[0]) if band else None
     if min_probability is not None and not wanted_all:
         raise BadFilter("the minimum probability applies to the all tags; name at least one")
     for what, key in (("prefix", prefix.removesuffix("/")), ("after", after)):
@@ -131,6 +143,18 @@ def image_view(session: Session, store: ObjectStore, key: str) -> ImageView:
     detail = describe_image(session, uri)
     assert detail is not None  # registered_uri found it
     return ImageView(key, detail, tuple(scores_by_version(session, uri)))
+
+
+def thumbnail_source(session: Session, store: ObjectStore, key: str) -> ImageDetail:
+    """What a thumbnail of ``key`` needs: the newest version's etag, status and failure.
+
+    Raises:
+        MlcError: the key is malformed.
+        UnknownImage: no image has this key.
+    """
+    detail = describe_image(session, registered_uri(session, store, key))
+    assert detail is not None  # registered_uri found it
+    return detail
 
 
 @dataclass(frozen=True)

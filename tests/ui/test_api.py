@@ -9,6 +9,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from mlc_core.db.images import ImageRecord, register_images
 from mlc_core.db.labels import labels_by_image
 from mlc_core.jobs.workspace import Workspace
 from tests.ui.conftest import invoke
@@ -65,6 +66,19 @@ def test_an_image_shows_every_versions_scores(client: TestClient) -> None:
     assert [v["version"] for v in body["versions"]] == ["v2", "v1"]
     assert [s["probability"] for s in body["versions"][0]["scores"]] == [0.1, 0.1, 0.9]
     assert {t["tag"] for t in body["tags"]} == {"beach", "dog"}
+
+
+def test_a_key_that_needs_percent_encoding_is_the_rest_of_the_path(
+    tagged_embedded: Workspace, embedded_client: TestClient
+) -> None:
+    key = "images/a b#1?.jpg"
+    with tagged_embedded.transaction() as session:
+        uri = tagged_embedded.store.uri(key)
+        register_images(session, [ImageRecord(uri, "e1", 12, None)])
+
+    body = embedded_client.get("/api/images/images/a%20b%231%3F.jpg").json()
+
+    assert body["key"] == key and body["uri"] == uri
 
 
 def test_a_correction_lands_in_current_tags_and_the_training_labels(

@@ -101,6 +101,8 @@ def test_a_key_that_looks_like_markup_shows_as_text(tagged_embedded: Workspace) 
         ("/?min_probability=high", 400, "is not a number"),
         ("/?min_probability=0.5", 400, "applies to the all tags"),
         ("/images/..%2F..%2Fetc%2Fpasswd", 400, "invalid object key"),
+        ("/thumbnails/..%2F..%2Fetc%2Fpasswd", 400, "invalid object key"),
+        ("/thumbnails//etc/passwd", 400, "invalid object key"),
         ("/thumbnails/images/a.jpg?size=huge", 400, "expected one of small, large"),
         ("/review?tag=dgo", 400, "close matches: dog"),
     ],

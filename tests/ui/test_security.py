@@ -3,6 +3,8 @@ forms, JSON writes from the page's own origin only, loopback names only without 
 
 from __future__ import annotations
 
+import socket
+
 from fastapi.testclient import TestClient
 
 from mlc_core.jobs.workspace import Workspace
@@ -22,6 +24,16 @@ def test_off_loopback_it_refuses_to_start_without_a_token(tagged_embedded: Works
     assert result.returncode == 1
     assert "set MLC_UI__TOKEN" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_one_sentence(tagged_embedded: Workspace) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_mlc("ui", "--port", str(taken.getsockname()[1]))
+
+    assert result.returncode == 1
+    assert "Address already in use; is another mlc ui running there?" in result.stderr
 
 
 def test_with_a_token_every_request_but_healthz_needs_it(tagged_embedded: Workspace) -> None:

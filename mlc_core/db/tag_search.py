@@ -40,6 +40,9 @@ from mlc_core.db.views import current_scores, current_tags, shown_scores
 from mlc_core.errors import UnknownTag
 
 SOURCES = ("model", "human")
+# Images looked at in key order for a page of a tag before asking its tag rows instead: a page
+# of 100 of a tag one image in 20 carries is found within it.
+WALK_WINDOW = 2000
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,18 @@ def search_tags(
     if (query.model_version is None) != (model_version_id is None):
         raise ValueError("give the model version's id exactly when the query names a version")
     band = None if query.band is None else _band_rows(session, query.band, model_version_id)
-    page = session.execute(_page_statement(query, model_version_id, band)).all()
+    page = None
+    if (query.all_tags or query.any_tags) and band is None:
+        # A common tag fills a page within the next few thousand images in key order, an
+        # index walk; a rare one does not, and is cheaper found from its tag rows (few to
+        # sort). The walk answers only when it found a whole page: the first matches within
+        # the next images in key order are then the first matches of all.
+        walk = _page_statement(query, model_version_id, None, window=WALK_WINDOW)
+        page = session.execute(walk).all()
+        if len(page) < query.limit:
+            page = None
+    if page is None:
+        page = session.execute(_page_statement(query, model_version_id, band)).all()
     tags = shown_tags(session, [uri for uri, _ in page], model_version_id)
     return [FoundImage(uri, version, tuple(tags.get(uri, ()))) for uri, version in page]
 
@@ -209,12 +223,21 @@ def _band_rows(session: Session, band: ClassBand, model_version_id: int | None) 
 
 
 def _page_statement(
-    query: TagQuery, model_version_id: int | None, band: FromClause | None
+    query: TagQuery,
+    model_version_id: int | None,
+    band: FromClause | None,
+    *,
+    window: int | None = None,
 ) -> Select[str, str | None]:
+    """The page's statement; with ``window``, over only the next ``window`` images in key
+    order (after ``after_uri``, under ``uri_prefix``), every tag filter a correlated check."""
     rows = tag_rows(model_version_id)
     all_tags, any_tags = sorted(set(query.all_tags)), sorted(set(query.any_tags))
     driver: FromClause
-    if all_tags:
+    if window is not None:
+        driver = _window(query, model_version_id, window)
+        statement = select(driver.c.image_uri, driver.c.model_version)
+    elif all_tags:
         driver = rows.alias("driver")
         statement = select(driver.c.image_uri, driver.c.model_version).where(
             driver.c.tag == all_tags[0],
@@ -256,6 +279,17 @@ def _page_statement(
     if query.after_uri is not None:
         statement = statement.where(uri > query.after_uri)
     return statement.order_by(uri).limit(query.limit)
+
+
+def _window(query: TagQuery, model_version_id: int | None, size: int) -> FromClause:
+    """The next ``size`` images the query can answer with, in key order."""
+    seen = seen_images(model_version_id)
+    uri = seen.selected_columns.image_uri
+    if query.uri_prefix:
+        seen = seen.where(starts_with_any(uri, [query.uri_prefix]))
+    if query.after_uri is not None:
+        seen = seen.where(uri > query.after_uri)
+    return seen.order_by(uri).limit(size).subquery("window")
 
 
 def _probable(rows: FromClause, min_probability: float | None) -> ColumnElement[bool]:

@@ -129,6 +129,11 @@ QUESTIONS = [
         "ORDER BY image_uri",
     ),
     (
+        TagQuery(all_tags=("dog",), none_tags=("sky",), limit=1),
+        "SELECT image_uri FROM current_tags WHERE tag = 'dog' AND image_uri NOT IN "
+        "(SELECT image_uri FROM current_tags WHERE tag = 'sky') ORDER BY image_uri LIMIT 1",
+    ),
+    (
         TagQuery(source="human"),
         "SELECT DISTINCT image_uri FROM current_tags WHERE source = 'human' ORDER BY image_uri",
     ),
@@ -159,6 +164,7 @@ QUESTIONS = [
         "page",
         "band",
         "band-all",
+        "page-all",
         "source",
         "source-all",
         "source-any",
@@ -172,6 +178,20 @@ def test_each_question_gets_the_views_answer(
 
     assert found_uris(engine, question) == expected
     assert expected  # the fixture answers every question with at least one image
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 2000])
+def test_a_page_is_the_same_whether_the_key_walk_or_the_tag_rows_find_it(
+    tagged: tuple[Engine, int], window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, _ = tagged
+    monkeypatch.setattr("mlc_core.db.tag_search.WALK_WINDOW", window)
+    expected = view_uris(
+        engine, "SELECT image_uri FROM current_tags WHERE tag = 'sky' ORDER BY image_uri LIMIT 2"
+    )
+
+    assert found_uris(engine, TagQuery(all_tags=("sky",), limit=2)) == expected
+    assert found_uris(engine, TagQuery(any_tags=("sky",), limit=2)) == expected
 
 
 def test_tag_counts_equal_the_views_counts(tagged: tuple[Engine, int]) -> None:

@@ -84,6 +84,10 @@ def fill(settings: Any, count: int) -> None:
                 )
                 scores.append(ImageScore(image_id, tuple(probabilities), tags))
             write_scores(session, version_id, None, scores)
+    if workspace.engine.dialect.name == "postgresql":
+        # What autovacuum does soon after a bulk load; without statistics the planner guesses.
+        with workspace.engine.connect() as connection:
+            connection.exec_driver_sql("ANALYZE")
     workspace.close()
 
 

@@ -159,12 +159,17 @@ def seen_images(model_version_id: int | None = None) -> Select[str, str | None]:
         .where(shown_scores.c.image_id == Image.id)
         .scalar_subquery()
     )
+    labelled = (
+        select(Label.id)
+        .where(Label.image_uri == Image.uri, Label.positive)
+        .limit(1)
+        .scalar_subquery()
+    )
+    # Scalar subqueries, not EXISTS: under an OR, PostgreSQL turns an EXISTS into a hash of
+    # every shown score, built before the first row (a cost that grows with the collection
+    # on every page), where these are checked only on the rows the walk by URI reaches.
     return select(Image.uri.label("image_uri"), shown_version.label("model_version")).where(
-        current_image(),
-        or_(
-            exists().where(shown_scores.c.image_id == Image.id),
-            exists().where(Label.image_uri == Image.uri, Label.positive),
-        ),
+        current_image(), or_(shown_version.is_not(None), labelled.is_not(None))
     )
 
 
@@ -309,13 +314,20 @@ def _carries(
     min_probability: float | None = None,
     source: str | None = None,
 ) -> ColumnElement[bool]:
-    """The image at ``uri`` carries one of ``tags`` (at ``min_probability``, from ``source``)."""
+    """The image at ``uri`` carries one of ``tags`` (at ``min_probability``, from ``source``).
+
+    A scalar subquery, not EXISTS: PostgreSQL plans an EXISTS on the view as a semi join
+    that first gathers every row of the tag, where this looks up each image the page reaches.
+    """
     other = rows.alias()
-    return (
-        exists()
+    first = (
+        select(other.c.tag)
         .where(other.c.image_uri == uri, other.c.tag.in_(list(tags)))
         .where(_probable(other, min_probability), _from(other, source))
+        .limit(1)
+        .scalar_subquery()
     )
+    return first.is_not(None)
 
 
 def count_tags(

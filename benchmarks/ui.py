@@ -88,6 +88,7 @@ def fill(settings: Any, count: int) -> None:
         # What autovacuum does soon after a bulk load; without statistics the planner guesses.
         with workspace.engine.connect() as connection:
             connection.exec_driver_sql("ANALYZE")
+            connection.commit()
     workspace.close()
 
 

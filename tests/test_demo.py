@@ -37,6 +37,7 @@ def test_demo_runs_end_to_end_twice_and_leaves_queryable_tags(
     assert first.returncode == 0, first.stdout + first.stderr
     assert "hold-out mAP" in first.stdout
     assert "Next, try" in first.stdout
+    assert "mlc ui" in first.stdout and "http://127.0.0.1:8765/" in first.stdout
 
     second = _run(["demo", "--images", "120", "--epochs", "4"], home, tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr

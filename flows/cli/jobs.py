@@ -167,7 +167,8 @@ def demo(
         f"  mlc tags --tag {first}        images carrying a tag\n"
         "  mlc models                 model versions and their metrics\n"
         "  mlc score                  score new images under images/ (nothing new: no work)\n"
-        f"  sqlite3 {chosen.home / 'mlc.db'} 'select * from current_tags limit 5'",
+        f"  sqlite3 {chosen.home / 'mlc.db'} 'select * from current_tags limit 5'\n"
+        f"  mlc ui                     the web page, at http://{chosen.ui.host}:{chosen.ui.port}/",
         highlight=False,
         markup=False,
     )

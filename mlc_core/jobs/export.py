@@ -127,7 +127,7 @@ def shown_classes(session: Session) -> list[str]:
 def _pages(
     session: Session, workspace: Workspace, classes: Sequence[str]
 ) -> Iterator[list[ExportRow]]:
-    """Every seen image (see :func:`~mlc_core.db.tag_search.seen_images`), a page at a time."""
+    """Every current image with a shown score or a person's label, a page at a time."""
     versions = {v.id: v for v in session.scalars(select(ModelVersion))}
     after = 0
     while True:

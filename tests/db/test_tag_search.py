@@ -16,6 +16,7 @@ from mlc_core.db.tag_search import (
     ClassBand,
     ShownTag,
     TagQuery,
+    count_tags,
     require_known_tags,
     search_tags,
 )
@@ -142,6 +143,25 @@ QUESTIONS = [
         "AND image_uri IN (SELECT image_uri FROM current_tags WHERE tag = 'dog') "
         "ORDER BY image_uri",
     ),
+    (
+        TagQuery(all_tags=("dog",), none_tags=("sky",), limit=1),
+        "SELECT image_uri FROM current_tags WHERE tag = 'dog' AND image_uri NOT IN "
+        "(SELECT image_uri FROM current_tags WHERE tag = 'sky') ORDER BY image_uri LIMIT 1",
+    ),
+    (
+        TagQuery(source="human"),
+        "SELECT DISTINCT image_uri FROM current_tags WHERE source = 'human' ORDER BY image_uri",
+    ),
+    (
+        TagQuery(all_tags=("dog",), source="model"),
+        "SELECT image_uri FROM current_tags WHERE tag = 'dog' AND source = 'model' "
+        "ORDER BY image_uri",
+    ),
+    (
+        TagQuery(any_tags=("dog", "sky"), source="human"),
+        "SELECT DISTINCT image_uri FROM current_tags WHERE tag IN ('dog', 'sky') "
+        "AND source = 'human' ORDER BY image_uri",
+    ),
 ]
 
 
@@ -162,6 +182,10 @@ QUESTIONS = [
         "source-only",
         "band",
         "band-all",
+        "page-all",
+        "source",
+        "source-all",
+        "source-any",
     ],
 )
 @pytest.mark.parametrize(
@@ -186,6 +210,25 @@ def test_each_question_gets_the_views_answer(
 
     assert found_uris(engine, question) == expected
     assert expected  # the fixture answers every question with at least one image
+
+
+def test_tag_counts_equal_the_views_counts(tagged: tuple[Engine, int]) -> None:
+    engine, _ = tagged
+    with engine.connect() as connection:
+        expected = dict(
+            connection.execute(
+                text("SELECT tag, COUNT(*) FROM current_tags GROUP BY tag ORDER BY tag")
+            ).all()
+        )
+        human = dict(
+            connection.execute(
+                text("SELECT tag, COUNT(*) FROM current_tags WHERE source = 'human' GROUP BY tag")
+            ).all()
+        )
+    with Session(engine) as session:
+        assert count_tags(session) == expected
+        assert count_tags(session, source="human") == human == {"dog": 1, "sky": 1}
+        assert count_tags(session, uri_prefix=ROOT + "sub/") == {"beach": 1, "dog": 1, "sky": 1}
 
 
 def test_labels_win_over_the_model(tagged: tuple[Engine, int]) -> None:

@@ -109,6 +109,14 @@ class ScoringSettings(BaseModel):
             "most this share of the prefix's known images (else it retires none and says so)"
         ),
     )
+    s3_reader: Literal["obstore", "boto3"] = Field(
+        "obstore",
+        description=(
+            "who reads single objects from S3: obstore (Rust; about a quarter of boto3's "
+            "client CPU per GET) with the endpoint, credentials and errors boto3 resolves, or "
+            "boto3 itself; listing and writes always use boto3"
+        ),
+    )
     top_class_fallback: bool = Field(
         False,
         description=(

@@ -66,6 +66,12 @@ class ScoringSettings(BaseModel):
 
     batch_size: int = Field(64, ge=1, le=4096)
     read_workers: int = Field(16, ge=1, le=256)
+    listing_workers: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="prefixes discovery lists side by side (each S3 page is one request)",
+    )
     max_image_pixels: int = Field(PILLOW_DEFAULT_MAX_PIXELS, ge=1)
     shard_size: int = Field(
         2000,

@@ -147,13 +147,16 @@ class S3Store:
         """
         return f"s3://{self.bucket}/{self._object_key(key)}"
 
-    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Listing:
+    def list_pages(
+        self, prefix: str = "", page_size: int = 1000, *, start_after: str | None = None
+    ) -> Listing:
         """The objects whose key starts with ``prefix``, ``page_size`` at a time.
 
         Objects come in the order the server lists them, which on AWS S3 is ascending UTF-8
         byte order (SeaweedFS differs: it lists "a/x" before "a-b"). The zero-byte "folder"
         markers some consoles create (keys ending in '/') are left out, and so are other keys
-        that break the key rules, with a warning in the log.
+        that break the key rules, with a warning in the log. With ``start_after`` the server
+        starts the listing after that key (``StartAfter``): what sorts before it costs nothing.
 
         Raises:
             InvalidKey: the prefix breaks the key rules (raised at the call).
@@ -162,8 +165,10 @@ class S3Store:
             StorageError: any other failure of the server.
         """
         validate_prefix(prefix)
+        validate_prefix(start_after or "")
         request_size = min(page_size, MAX_LIST_PAGE)
-        return Listing(lambda _: batched(self._walk(prefix, request_size), page_size))
+        walk = self._walk(prefix, request_size, start_after)
+        return Listing(lambda _: batched(walk, page_size))
 
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield the objects whose key starts with ``prefix``, in :meth:`list_pages` order."""
@@ -317,12 +322,17 @@ class S3Store:
     def _object_key(self, key: str) -> str:
         return self._root + validate_key(key)
 
-    def _walk(self, prefix: str, request_size: int) -> Iterator[ObjectInfo]:
+    def _walk(
+        self, prefix: str, request_size: int, start_after: str | None
+    ) -> Iterator[ObjectInfo]:
         client = self._client()
+        # S3 starts the listing itself after the key: the objects before it cost no requests.
+        after: dict[str, Any] = {"StartAfter": self._root + start_after} if start_after else {}
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket,
             Prefix=self._root + prefix,
             PaginationConfig={"PageSize": request_size},
+            **after,
         )
         with self._translating_errors(None):
             for page in pages:

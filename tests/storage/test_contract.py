@@ -290,3 +290,16 @@ def test_a_listing_that_ran_to_its_end_is_complete(store: ObjectStore) -> None:
 
     assert sum(len(page) for page in pages) == 6
     assert listing.complete and listing.unreadable == []
+
+
+def test_a_listing_after_a_start_key_yields_only_the_keys_after_it(store: ObjectStore) -> None:
+    put_all(store, KEYS)
+    for start in ("images/a b.jpg", "images/zebra/", "images/"):
+        expected = [key for key in KEYS_IN_S3_ORDER if key.encode() > start.encode()]
+        listed = [info.key for page in store.list_pages(start_after=start) for info in page]
+        assert sorted(listed, key=str.encode) == expected, start
+
+
+def test_a_listing_after_the_last_key_is_empty(store: ObjectStore) -> None:
+    put_all(store, KEYS)
+    assert list(store.list_pages("images/", start_after=KEYS_IN_S3_ORDER[-1])) == []

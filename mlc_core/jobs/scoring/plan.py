@@ -178,9 +178,7 @@ def _discover(
         model_version=model_version, mode=mode, prefixes=prefixes, drift_basis=basis
     )
     if discover:
-        discover_images(
-            workspace, prefixes, report, force_retire=force_retire, since=start_after
-        )
+        discover_images(workspace, prefixes, report, force_retire=force_retire, since=start_after)
     scope = ScoringScope(
         model_version_id=model_version_id,
         mode=mode,

@@ -51,6 +51,7 @@ class PhotoSetResult:
     pipelines: list[PipelineRun]
     server_cpu_ms: float
     ray: Any  # a RayResult, or the reason Ray Data could not run (str)
+    boto3_get_ms: float = 0.0
 
 
 def _run_processes(count: int, environment: dict[str, str]) -> PipelineRun:
@@ -99,6 +100,7 @@ def measure_photo_set(
     """Upload ``count`` objects of ``photos`` to a fresh bucket and measure the set."""
     from benchmarks.scoring import _child_environment, _register_champion, _settings, _upload
     from mlc_core.jobs.workspace import open_workspace
+    from mlc_core.storage import open_store
 
     bucket = create_bucket()
     storage_url = f"s3://{bucket}/bench"
@@ -114,6 +116,9 @@ def measure_photo_set(
             try:
                 _upload(workspace, photos, count)
                 get_ms, sample = get_floor_ms(workspace.store, FLOOR_SAMPLE)
+                boto3_get_ms, _ = get_floor_ms(
+                    open_store(storage_url, s3_reader="boto3"), FLOOR_SAMPLE
+                )
                 decode_ms = decode_floor_ms(sample, model.image_size)
                 claim_ms, write_ms = database_floor_ms(workspace, batch_size, limit=count)
             finally:
@@ -138,7 +143,7 @@ def measure_photo_set(
                     flush=True,
                 )
     ray = _ray_peer(f"{bucket}/bench/images/", s3, server_url, model, batch_size, ray_actors)
-    return PhotoSetResult(label, count, floor, pipelines, server_cpu_ms, ray)
+    return PhotoSetResult(label, count, floor, pipelines, server_cpu_ms, ray, boto3_get_ms)
 
 
 def _ray_peer(
@@ -173,6 +178,10 @@ def describe_photo_set(result: PhotoSetResult) -> list[str]:
         f"  {result.label}, {result.images} images:",
         f"    stage floor (each stage alone, one thread): {floor.describe()}; "
         f"{floor.dominant()} dominates",
+        f"    GET client CPU: {floor.get_ms:.2f} core-ms with the obstore reader, "
+        f"{result.boto3_get_ms:.2f} with boto3's get_object; boto3 / obstore: "
+        f"{result.boto3_get_ms / floor.get_ms:.1f}  "
+        f"{'meets' if floor.get_ms <= 0.6 else 'MISSES'} target <= 0.6 ms",
         f"    pipeline: {one.phase_cpu_ms:.2f} core-ms per image in the scoring process "
         f"(+ {result.server_cpu_ms:.2f} in SeaweedFS, apart); floor / pipeline: {ratio:.2f}  "
         f"{'meets' if ratio >= 0.85 else 'MISSES'} target >= 0.85",

@@ -67,6 +67,12 @@ class ScoringSettings(BaseModel):
 
     batch_size: int = Field(64, ge=1, le=4096)
     read_workers: int = Field(16, ge=1, le=256)
+    listing_workers: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="prefixes discovery lists side by side (each S3 page is one request)",
+    )
     max_image_pixels: int = Field(PILLOW_DEFAULT_MAX_PIXELS, ge=1)
     shard_size: int = Field(
         2000,
@@ -108,6 +114,14 @@ class ScoringSettings(BaseModel):
         description=(
             "a complete listing retires the images it did not see only while they are at "
             "most this share of the prefix's known images (else it retires none and says so)"
+        ),
+    )
+    s3_reader: Literal["obstore", "boto3"] = Field(
+        "obstore",
+        description=(
+            "who reads single objects from S3: obstore (Rust; about a quarter of boto3's "
+            "client CPU per GET) with the endpoint, credentials and errors boto3 resolves, or "
+            "boto3 itself; listing and writes always use boto3"
         ),
     )
     top_class_fallback: bool = Field(

@@ -20,7 +20,6 @@ from flows.common import opened_workspace
 from mlc_core.errors import MlcError
 
 if TYPE_CHECKING:
-
     from mlc_core.db.tag_search import FoundImage, TagQuery
     from mlc_core.jobs.workspace import Workspace
 

@@ -14,14 +14,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
-import botocore.config
-import botocore.session
-import botocore.utils
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlc_core.errors import (
@@ -29,35 +24,30 @@ from mlc_core.errors import (
     ObjectChanged,
     ObjectNotFound,
     ObjectTooLarge,
-    ObjectUnreadable,
     StorageError,
     StoreUnavailable,
 )
 from mlc_core.storage.base import Listing, ObjectInfo, batched, validate_key, validate_prefix
+from mlc_core.storage.s3_client import (
+    CONNECT_TIMEOUT_SECONDS,
+    READ_TIMEOUT_SECONDS,
+    etag_of,
+    make_clients,
+    response_time,
+)
 from mlc_core.storage.s3_errors import (
     MISSING_CODES,
     PRECONDITION_CODES,
     error_code,
-    is_refusal,
-    translate_s3_error,
+    request_error,
 )
-from mlc_core.storage.s3_reads import ObstoreReader, obstore_reader_for
+from mlc_core.storage.s3_reads import ObstoreReader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 logger = logging.getLogger(__name__)
 
-# Per attempt. A refused connection fails all attempts in about a second or two; an endpoint
-# that never answers the handshake in about 5 x 3 s plus backoff. The read timeout is per
-# socket read, not per object, so large objects are not cut short by it.
-CONNECT_TIMEOUT_SECONDS = 3.0
-READ_TIMEOUT_SECONDS = 30.0
-# Standard mode retries throttling, 5xx and connection errors with jittered backoff; five
-# attempts ride out a server hiccup without turning an outage into minutes of waiting.
-MAX_ATTEMPTS = 5
-# Enough for the scoring readers (16 by default) with room for a larger read_workers setting.
-MAX_POOL_CONNECTIONS = 64
 # S3 returns at most 1000 keys per ListObjectsV2 call.
 MAX_LIST_PAGE = 1000
 
@@ -197,7 +187,7 @@ class S3Store:
         return ObjectInfo(
             key=key,
             size=response["ContentLength"],
-            etag=_etag(response["ETag"]),
+            etag=etag_of(response["ETag"]),
             modified=response["LastModified"].astimezone(UTC),
         )
 
@@ -273,8 +263,8 @@ class S3Store:
         return ObjectInfo(
             key=key,
             size=len(data),
-            etag=_etag(response["ETag"]),
-            modified=_response_time(response["ResponseMetadata"]),
+            etag=etag_of(response["ETag"]),
+            modified=response_time(response["ResponseMetadata"]),
         )
 
     def exists(self, key: str) -> bool:
@@ -349,7 +339,7 @@ class S3Store:
                     yield ObjectInfo(
                         key=key,
                         size=item["Size"],
-                        etag=_etag(item["ETag"]),
+                        etag=etag_of(item["ETag"]),
                         modified=item["LastModified"].astimezone(UTC),
                     )
 
@@ -358,50 +348,14 @@ class S3Store:
         if client is None:
             with self._client_lock:
                 if self._s3 is None:
-                    self._s3, self._obstore = self._make_clients()
+                    self._s3, self._obstore = make_clients(
+                        self.bucket,
+                        self.reader,
+                        connect_timeout=self.connect_timeout,
+                        read_timeout=self.read_timeout,
+                    )
                 client = self._s3
         return client
-
-    def _make_clients(self) -> tuple[S3Client, ObstoreReader | None]:
-        """The boto3 client, and the obstore reader with the settings it resolved (or None:
-        boto3 reads)."""
-        session = botocore.session.get_session()
-        client = self._make_client(session)
-        if self.reader != "obstore":
-            return client, None
-        try:
-            reader = obstore_reader_for(
-                client,
-                session,
-                self.bucket,
-                connect_timeout=self.connect_timeout,
-                read_timeout=self.read_timeout,
-                max_attempts=MAX_ATTEMPTS,
-            )
-        except BotoCoreError:
-            # No usable credentials yet: boto3 reads, and raises the same error at its request.
-            return client, None
-        return client, reader
-
-    def _make_client(self, session: botocore.session.Session) -> S3Client:
-        config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-            max_pool_connections=MAX_POOL_CONNECTIONS,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            s3={"addressing_style": "path"},
-        )
-        try:
-            session.get_component("response_parser_factory").set_parser_defaults(
-                timestamp_parser=_parse_timestamp
-            )
-            return boto3.session.Session(botocore_session=session).client("s3", config=config)
-        except (BotoCoreError, ValueError) as error:
-            # ValueError: botocore's answer to an AWS_ENDPOINT_URL that is not a URL.
-            raise StoreUnavailable(
-                f"cannot set up an S3 client for bucket '{self.bucket}': {error}; "
-                "check AWS_ENDPOINT_URL, AWS_PROFILE and the files in ~/.aws"
-            ) from error
 
     @contextmanager
     def _object_request(self, key: str) -> Iterator[tuple[S3Client, str]]:
@@ -431,28 +385,13 @@ class S3Store:
         return self._s3.meta.endpoint_url if self._s3 is not None else "the configured endpoint"
 
     def _error(self, error: Exception, key: str | None, started: float) -> StorageError:
-        """Translate a boto3 error into the one-sentence error a user can act on.
-
-        A request about one object that is refused, or finds no object, while the store can
-        still be listed concerns that object; when the store cannot be listed either, it is
-        the store's outage (a server may report a deleted bucket as a missing key), never a
-        reason to record or retire the object.
-        """
-        translated = translate_s3_error(
-            error, key, bucket=self.bucket, endpoint=self._endpoint(), url=self.url
-        )
-        concerns_one_object = isinstance(translated, ObjectNotFound) or is_refusal(error)
-        if key is None or isinstance(translated, ObjectUnreadable) or not concerns_one_object:
-            return translated
-        outage = self._outage(since=started)
-        if outage is not None:
-            return outage
-        if isinstance(translated, ObjectNotFound):
-            return translated
-        return ObjectUnreadable(
+        return request_error(
+            error,
             key,
-            f"access denied: this identity may list the store but not read it "
-            f"({error_code(error) or 403})",
+            bucket=self.bucket,
+            endpoint=self._endpoint(),
+            url=self.url,
+            outage=lambda: self._outage(since=started),
         )
 
     def _outage(self, *, since: float) -> StorageError | None:
@@ -474,41 +413,3 @@ def _rebuild(
     return S3Store(
         bucket, prefix, connect_timeout=connect_timeout, read_timeout=read_timeout, reader=reader
     )
-
-
-def _parse_timestamp(value: Any) -> datetime:
-    """Parse a timestamp of a response as botocore does, quickly in the forms S3 sends.
-
-    botocore's own parser goes through dateutil: about two thirds of the CPU time of listing an
-    object (one timestamp each), and some of every GET's. S3 sends ISO 8601 in XML bodies
-    ("2024-05-01T12:00:00.000Z") and HTTP dates in headers ("Wed, 01 May 2024 12:00:00 GMT");
-    the standard library parses both. Anything else, and a date without a zone (which
-    ``parsedate_to_datetime`` would leave naive), goes to botocore's parser.
-    """
-    if isinstance(value, str):
-        try:
-            parsed = (
-                datetime.fromisoformat(value)
-                if value.endswith("Z")
-                else parsedate_to_datetime(value)
-            )
-        except (TypeError, ValueError):
-            pass
-        else:
-            if parsed.tzinfo is not None:
-                return parsed
-    return botocore.utils.parse_timestamp(value)
-
-
-def _etag(value: str) -> str:
-    return value.strip('"')
-
-
-def _response_time(metadata: Any) -> datetime:
-    date = metadata.get("HTTPHeaders", {}).get("date")
-    if date:
-        try:
-            return parsedate_to_datetime(date).astimezone(UTC)
-        except (TypeError, ValueError):
-            pass
-    return datetime.now(UTC)

@@ -12,7 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, ScalarSelect, and_, case, exists, false, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    and_,
+    case,
+    exists,
+    false,
+    literal,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.orm import Session
 
 from mlc_core.db.models import Image, ImageTag, Label, ModelVersion, Score
@@ -40,19 +51,27 @@ def model_says(
     if min_probability is not None:
         said.append(ImageTag.probability >= min_probability)
     if model_version_id is not None:
-        return exists().where(*said, ImageTag.model_version_id == model_version_id)
+        return _probe(*said, ImageTag.model_version_id == model_version_id)
     # Two levels down: correlate by hand (automatic correlation reaches one level only).
     overridden = (
         exists()
         .where(Label.image_uri == Image.uri, Label.tag == ImageTag.tag)
         .correlate(Image, ImageTag)
     )
-    return exists().where(
-        *said,
-        ImageTag.model_version_id == Image.shown_model_version_id,
+    return and_(
         shows_model_tags(),
-        ~overridden,
+        _probe(*said, ImageTag.model_version_id == Image.shown_model_version_id, ~overridden),
     )
+
+
+def _probe(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Some tag row of the image meets ``conditions``, checked by one index probe per image.
+
+    A scalar subquery, not an EXISTS: PostgreSQL may turn an EXISTS (above all a negated one)
+    into a hash of every row of the tag, built before the first image, where this is one probe
+    per image the walk reaches (``one tag and none of another``: 276 ms at a million images
+    with EXISTS)."""
+    return select(literal(1)).where(*conditions).limit(1).scalar_subquery().is_not(None)
 
 
 def person_says(tags: Sequence[str] | None) -> ColumnElement[bool]:

@@ -163,23 +163,25 @@ def search_tags(
     return [FoundImage(uri, version, tuple(tags.get(uri, ()))) for uri, version, _ in page]
 
 
-# A tag with fewer rows than this in image_tags drives the walk from its own rows (see
-# _walk_postings); a commoner one matches often enough that walking all images is cheaper.
-_POSTINGS_DRIVE_BELOW = 50_000
+# The rarest asked tag drives the walk from its own rows (see _walk_postings): at a million
+# images that is faster than walking every image for all tags but the commonest (pairs of
+# tags of 2-3 % each: 110 ms walking the images, 40 ms from the rarer tag's rows). Rows are
+# counted up to this many to find the rarest; 0 walks every image instead.
+_POSTINGS_COUNTED_UP_TO = 20_000
 _POSTINGS_CHUNK = 2_000
 
 
 def _rarest_tag(session: Session, tags: Sequence[str]) -> str | None:
-    """The asked tag with the fewest rows, when it has fewer than ``_POSTINGS_DRIVE_BELOW``;
-    counted up to that bound (an index-only scan of at most that many entries)."""
+    """The asked tag with the fewest rows (counted up to ``_POSTINGS_COUNTED_UP_TO``, an
+    index-only scan of at most that many entries each); None without tags."""
+    if _POSTINGS_COUNTED_UP_TO <= 0:
+        return None
     counted = []
     for tag in sorted(set(tags)):
-        capped = select(literal(1)).where(ImageTag.tag == tag).limit(_POSTINGS_DRIVE_BELOW)
+        capped = select(literal(1)).where(ImageTag.tag == tag).limit(_POSTINGS_COUNTED_UP_TO)
         count = session.scalar(select(func.count()).select_from(capped.subquery())) or 0
         counted.append((count, tag))
-    if not counted or min(counted)[0] >= _POSTINGS_DRIVE_BELOW:
-        return None
-    return min(counted)[1]
+    return min(counted)[1] if counted else None
 
 
 def _walk_postings(

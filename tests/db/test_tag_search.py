@@ -190,7 +190,7 @@ QUESTIONS = [
 )
 @pytest.mark.parametrize(
     ("drive_below", "chunk"),
-    [(50_000, 2_000), (50_000, 1), (0, 2_000)],
+    [(20_000, 2_000), (20_000, 1), (0, 2_000)],
     ids=["as-shipped", "one-id-chunks", "walk-all-images"],
 )
 def test_each_question_gets_the_views_answer(
@@ -203,7 +203,7 @@ def test_each_question_gets_the_views_answer(
 ) -> None:
     """Both ways of walking (from a rare tag's rows in chunks, or over all images) give the
     views' answer, in id order (here also the order of the keys)."""
-    monkeypatch.setattr(tag_search, "_POSTINGS_DRIVE_BELOW", drive_below)
+    monkeypatch.setattr(tag_search, "_POSTINGS_COUNTED_UP_TO", drive_below)
     monkeypatch.setattr(tag_search, "_POSTINGS_CHUNK", chunk)
     engine, _ = tagged
     expected = view_uris(engine, sql)

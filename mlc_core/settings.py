@@ -49,7 +49,7 @@ class TrainingSettings(BaseModel):
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     min_positives: int = Field(3, ge=1, description="classes with fewer positives are left out")
-    loss: Literal["bce", "weighted_bce", "focal"] = "bce"
+    loss: Literal["bce", "weighted_bce", "focal", "asymmetric"] = "bce"
     threshold_strategy: Literal["f1", "precision"] = "f1"
     target_precision: float = Field(0.9, gt=0, le=1)
     # The learning rate follows a cosine decay, and validation mAP climbs most in the last

@@ -323,24 +323,47 @@ def fit_and_calibrate(
         images, labels, train_rows, validation_rows, len(classes), settings, on_epoch_end
     )
     predictor = Predictor(model, batch_size=PREDICT_BATCH_SIZE)
+    validation_probabilities = predictor.predict(images[validation_rows])
     calibration = calibrate_thresholds(
         labels[validation_rows],
-        predictor.predict(images[validation_rows]),
+        validation_probabilities,
         strategy=settings.threshold_strategy,
         target_precision=settings.target_precision,
         classes=list(classes),
     )
     thresholds = [float(t) for t in calibration.thresholds]
+    metrics = evaluate_predictions(
+        labels[test_rows], predictor.predict(images[test_rows]), thresholds, list(classes)
+    )
+    metrics["validation_tag_rates"] = validation_tag_rates(
+        validation_probabilities, thresholds, classes
+    )
     return FittedModel(
         model=model,
         predictor=predictor,
         outcome=outcome,
         thresholds=thresholds,
         threshold_notes=list(calibration.notes),
-        metrics=evaluate_predictions(
-            labels[test_rows], predictor.predict(images[test_rows]), thresholds, list(classes)
-        ),
+        metrics=metrics,
     )
+
+
+def validation_tag_rates(
+    probabilities: np.ndarray, thresholds: Sequence[float], classes: Sequence[str]
+) -> dict[str, float]:
+    """Class -> the fraction of validation images tagged with it at ``thresholds``.
+
+    Scoring compares the tag rates of the images it scores with these (drift, by PSI).
+    """
+    tagged = (probabilities >= np.asarray(thresholds, dtype=np.float64)).mean(axis=0)
+    return {name: round(float(rate), 6) for name, rate in zip(classes, tagged, strict=True)}
+
+
+def _positive_rates(labels: np.ndarray) -> np.ndarray:
+    """Per class, the share of positives among the images where it is known (0 if none)."""
+    known = ~np.isnan(labels)
+    positives = np.where(known, labels, 0.0).sum(axis=0)
+    return positives / np.maximum(known.sum(axis=0), 1)
 
 
 def _build_and_train(
@@ -360,7 +383,7 @@ def _build_and_train(
         weights=settings.weights,
         dropout_rate=settings.dropout_rate,
     )
-    loss = make_loss(settings.loss, positive_rates=labels[train_rows].mean(axis=0))
+    loss = make_loss(settings.loss, positive_rates=_positive_rates(labels[train_rows]))
     outcome = train_model(
         model,
         make_training_dataset(

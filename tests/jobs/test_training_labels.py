@@ -1,0 +1,57 @@
+"""What the next training learns from corrections: stated classes known, the others masked."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlc_core.db.labels import LabelRecord, upsert_labels
+from mlc_core.jobs.labels_import import import_labels
+from mlc_core.jobs.training.data import load_training_data
+from mlc_core.jobs.workspace import Workspace
+from tests.jobs.conftest import labels_csv, put_synthetic_images
+
+
+def test_a_correction_trains_its_stated_classes_and_masks_the_others(
+    workspace: Workspace,
+) -> None:
+    truth = put_synthetic_images(workspace, 24)
+    keys = sorted(truth)
+    imported, corrected = keys[:20], keys[20]
+    with workspace.transaction() as session:
+        import_labels(
+            session,
+            workspace.store,
+            labels_csv({key: truth[key] for key in imported}),
+            source="test.csv",
+        )
+        uri = workspace.store.uri(corrected)
+        upsert_labels(
+            session,
+            [
+                LabelRecord(uri, "circle", True, "correction", complete=False),
+                LabelRecord(uri, "square", False, "correction", complete=False),
+            ],
+        )
+
+    data = load_training_data(workspace, workspace.settings.training)
+
+    classes = list(data.vocabulary.classes)
+    row = data.label_matrix[data.decoded.keys.index(corrected)]
+    assert row[classes.index("circle")] == 1.0
+    assert row[classes.index("square")] == 0.0
+    others = [index for index, tag in enumerate(classes) if tag not in ("circle", "square")]
+    assert np.isnan(row[others]).all()
+    assert data.by_key[corrected].complete is False
+
+
+def test_an_imported_tag_set_stays_closed_world(workspace: Workspace) -> None:
+    truth = put_synthetic_images(workspace, 20)
+    with workspace.transaction() as session:
+        import_labels(session, workspace.store, labels_csv(truth), source="test.csv")
+
+    data = load_training_data(workspace, workspace.settings.training)
+
+    assert not np.isnan(data.label_matrix).any()
+    classes = data.vocabulary.classes
+    for key, row in zip(data.decoded.keys, data.label_matrix, strict=True):
+        assert {classes[i] for i in np.flatnonzero(row == 1)} == set(truth[key]) & set(classes)

@@ -57,6 +57,14 @@ class TrainingSettings(BaseModel):
     # 80 epochs and patience 10, natural_scene stopped at epoch 32, 0.05 validation mAP
     # short of the last epochs).
     early_stopping_patience: int = Field(25, ge=1)
+    time_budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "the most a training may take, from reading the images to the best checkpoint: "
+            "epochs are planned from the first ones' duration to fit it; unset for no limit"
+        ),
+    )
     promotion_margin: float = Field(0.005, ge=0, le=1)
     max_class_ap_drop: float = Field(0.05, ge=0, le=1)
 

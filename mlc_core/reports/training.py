@@ -44,6 +44,8 @@ def training_summary(report: TrainingReport) -> Document:
         document.add(f"left out (too few positives): {report.left_out_classes}")
     if report.unreadable_images:
         document.add(f"skipped {len(report.unreadable_images)} unreadable labelled images")
+    if report.budget_seconds is not None:
+        document.add(f"time: {_time_line(report)}")
     table = _per_class(report)
     test_images = report.split_sizes.get("test", "-")
     return document.add(
@@ -81,6 +83,18 @@ def _change(old: float | None, new: float | None) -> list[str]:
     return [number(old), number(new), change]
 
 
+def _time_line(report: TrainingReport) -> str:
+    """Planned against used time: what a schedule relying on the budget needs to see."""
+    used = f"used {number(report.training_seconds, 0)} s"
+    if report.budget_seconds is None:
+        return f"{used}, no time budget ({report.planned_epochs} epochs planned)"
+    end = "stopped at the budget" if report.stopped_at_budget else "finished within it"
+    return (
+        f"{used} of a {number(report.budget_seconds, 0)} s budget "
+        f"({report.planned_epochs} epochs planned to fit it, {end})"
+    )
+
+
 def retrain_report(report: TrainingReport, *, labels: LabelImportReport | None = None) -> Document:
     """The retrain artifact: per-class AP and thresholds, champion vs. candidate, the decision."""
     verdict = "is the new champion" if report.status == "champion" else f"stays a {report.status}"
@@ -100,6 +114,7 @@ def retrain_report(report: TrainingReport, *, labels: LabelImportReport | None =
             f"{report.epochs_run} (best {report.best_epoch}), "
             f"{number(report.training_seconds, 1)} s",
         ],
+        ["time", _time_line(report)],
     ]
     if labels is not None:
         problems = sum(labels.problem_counts.values())

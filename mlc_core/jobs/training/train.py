@@ -109,6 +109,7 @@ def _train(
     on_epoch_end: Callable[[EpochReport], None] | None,
 ) -> TrainingReport:
     started = time.monotonic()
+    budget_started = time.perf_counter()
     get_backbone(settings.backbone)  # an unknown name fails now, not after decoding every image
     data = load_training_data(workspace, settings)
     with workspace.transaction() as session:
@@ -125,6 +126,7 @@ def _train(
         data.vocabulary.classes,
         settings,
         on_epoch_end=on_epoch_end,
+        started=budget_started,
     )
     comparison = (
         compare_with_champion(workspace, champion, champion_test, fitted, data)
@@ -159,6 +161,9 @@ def _train(
         training_seconds=training_seconds,
         artifact_uri=artifact_uri,
         data_snapshot=data.snapshot,
+        planned_epochs=fitted.outcome.planned_epochs,
+        budget_seconds=fitted.outcome.budget_seconds,
+        stopped_at_budget=fitted.outcome.stopped_at_budget,
     )
 
 
@@ -210,6 +215,9 @@ def _model_card(
             "threshold_notes": list(fitted.threshold_notes),
             "epochs_run": fitted.outcome.epochs_run,
             "best_epoch": fitted.outcome.best_epoch,
+            "planned_epochs": fitted.outcome.planned_epochs,
+            "time_budget_seconds": fitted.outcome.budget_seconds,
+            "stopped_at_budget": fitted.outcome.stopped_at_budget,
             "champion_comparison": asdict(comparison) if comparison is not None else None,
             "decision": decision.reason,
             "settings": settings.model_dump(),

@@ -97,8 +97,9 @@ def run_quality(data: LabeledDataset, settings: TrainingSettings) -> dict[str, A
         seconds spent decoding and training, and the trained model.
     """
     from mlc_core.model.dataset import decode_labeled_images
+    from mlc_core.model.recipe import fit_and_calibrate
     from mlc_core.model.split import split_dataset
-    from mlc_core.model.training import EpochReport, fit_and_calibrate, row_indices
+    from mlc_core.model.training import EpochReport, row_indices
 
     vocabulary = LabelVocabulary.from_tags(tag for tags in data.tags for tag in tags)
     started = time.perf_counter()

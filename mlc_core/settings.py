@@ -65,6 +65,16 @@ class TrainingSettings(BaseModel):
             "epochs are planned from the first ones' duration to fit it; unset for no limit"
         ),
     )
+    semi_supervised: bool = Field(
+        False,
+        description=(
+            "also learn from the unlabelled images under the images prefix, through confident "
+            "pseudo-labels of a first model trained on the labels (noisy student)"
+        ),
+    )
+    semi_supervised_max_images: int = Field(
+        20_000, ge=1, description="the most unlabelled images one training decodes and uses"
+    )
     promotion_margin: float = Field(0.005, ge=0, le=1)
     max_class_ap_drop: float = Field(0.05, ge=0, le=1)
 

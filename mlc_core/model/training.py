@@ -1,8 +1,7 @@
 """Fit a model with early stopping on validation mean average precision.
 
-:func:`train_model` is the training loop; :func:`fit_and_calibrate` is the whole recipe around
-it (build, loss, train, calibrate thresholds on validation, evaluate on test) that the train
-job and the quality benchmark share, so the benchmark measures what ``mlc train`` ships.
+:func:`train_model` is the training loop; :func:`mlc_core.model.recipe.fit_and_calibrate` is
+the whole recipe around it that the train job and the quality benchmark share.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
@@ -20,22 +19,11 @@ import tensorflow as tf
 
 from mlc_core.model.backbones import require_tensorflow_backend
 from mlc_core.model.budget import EpochPlan, PlannedCosineSchedule
-from mlc_core.model.build import build_model
-from mlc_core.model.dataset import DecodedImages, make_training_dataset
-from mlc_core.model.losses import make_loss
-from mlc_core.model.metrics import evaluate_predictions, mean_average_precision
-from mlc_core.model.predict import Predictor
-from mlc_core.model.split import DataSplit
-from mlc_core.model.thresholds import calibrate_thresholds
-
-if TYPE_CHECKING:
-    from mlc_core.settings import TrainingSettings
+from mlc_core.model.metrics import mean_average_precision
 
 logger = logging.getLogger(__name__)
 
 VALIDATION_BATCH_SIZE = 64
-# The scoring job's default batch size; the batch size does not change the probabilities.
-PREDICT_BATCH_SIZE = 64
 # Decoupled weight decay (scaled by the learning rate in AdamW, so about 4e-4 per step at the
 # peak rate). On natural_scene (1,300 training images, from scratch) 0.2 together with
 # stronger crops and dropout 0.3 generalized better than 0.05. Norm scales and biases are
@@ -66,27 +54,6 @@ class TrainingOutcome:
     planned_epochs: int = 0
     budget_seconds: float | None = None
     stopped_at_budget: bool = False
-
-
-@dataclass
-class FittedModel:
-    """The result of :func:`fit_and_calibrate`: a trained model, its thresholds and test scores.
-
-    Attributes:
-        model: the trained model, holding the weights of its best epoch.
-        predictor: a :class:`Predictor` of ``model``, already traced, for further scoring.
-        outcome: the training loop's epochs and time.
-        thresholds: one per class, calibrated on the validation rows.
-        threshold_notes: a sentence for each class whose threshold fell back or was clipped.
-        metrics: :func:`evaluate_predictions` of the test rows at ``thresholds``.
-    """
-
-    model: keras.Model
-    predictor: Predictor
-    outcome: TrainingOutcome
-    thresholds: list[float]
-    threshold_notes: list[str]
-    metrics: dict[str, Any]
 
 
 def row_indices(keys: Sequence[str], wanted: Iterable[str]) -> np.ndarray:
@@ -310,138 +277,3 @@ def _compile(
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
     return schedule
-
-
-def fit_and_calibrate(
-    decoded: DecodedImages,
-    labels: np.ndarray,
-    split: DataSplit,
-    classes: Sequence[str],
-    settings: TrainingSettings,
-    *,
-    on_epoch_end: Callable[[EpochReport], None] | None = None,
-    started: float | None = None,
-) -> FittedModel:
-    """Build, train, calibrate and evaluate one model the way ``mlc train`` does.
-
-    The model is built from ``settings`` after seeding with ``settings.seed``, so the same
-    data and settings give the same initial weights. It trains on the train rows with
-    augmentation and early stopping on the validation rows; per-class thresholds are then
-    calibrated on the validation rows and the test rows are evaluated at those thresholds.
-
-    Args:
-        decoded: the images, decoded at ``settings.image_size``, and their keys.
-        labels: multi-hot ``(N, num_labels)``, row ``i`` for ``decoded.keys[i]``, columns in
-            the order of ``classes``.
-        split: which keys train, validate and test; every key must be in ``decoded.keys``.
-        classes: the class names, one per label column.
-        settings: backbone, weights, loss, epochs and threshold strategy.
-        on_epoch_end: called with each epoch's report, e.g. to draw progress.
-        started: a ``time.perf_counter()`` reading that ``settings.time_budget_minutes``
-            counts from (the train job passes its own start, so decoding counts too).
-
-    Returns:
-        The trained model, its predictor, the training outcome, the thresholds and notes, and
-        the test metrics.
-
-    Raises:
-        ValueError: the validation split is empty, or an argument is out of range.
-        KeyError: ``split`` names a key that is not in ``decoded.keys``.
-    """
-    images = decoded.images
-    train_rows = row_indices(decoded.keys, split.train)
-    validation_rows = row_indices(decoded.keys, split.validation)
-    test_rows = row_indices(decoded.keys, split.test)
-    model, outcome = _build_and_train(
-        images, labels, train_rows, validation_rows, len(classes), settings, on_epoch_end, started
-    )
-    predictor = Predictor(model, batch_size=PREDICT_BATCH_SIZE)
-    validation_probabilities = predictor.predict(images[validation_rows])
-    calibration = calibrate_thresholds(
-        labels[validation_rows],
-        validation_probabilities,
-        strategy=settings.threshold_strategy,
-        target_precision=settings.target_precision,
-        classes=list(classes),
-    )
-    thresholds = [float(t) for t in calibration.thresholds]
-    metrics = evaluate_predictions(
-        labels[test_rows], predictor.predict(images[test_rows]), thresholds, list(classes)
-    )
-    metrics["validation_tag_rates"] = validation_tag_rates(
-        validation_probabilities, thresholds, classes
-    )
-    return FittedModel(
-        model=model,
-        predictor=predictor,
-        outcome=outcome,
-        thresholds=thresholds,
-        threshold_notes=list(calibration.notes),
-        metrics=metrics,
-    )
-
-
-def validation_tag_rates(
-    probabilities: np.ndarray, thresholds: Sequence[float], classes: Sequence[str]
-) -> dict[str, float]:
-    """Class -> the fraction of validation images tagged with it at ``thresholds``.
-
-    Scoring compares the tag rates of the images it scores with these (drift, by PSI).
-    """
-    tagged = (probabilities >= np.asarray(thresholds, dtype=np.float64)).mean(axis=0)
-    return {name: round(float(rate), 6) for name, rate in zip(classes, tagged, strict=True)}
-
-
-def _positive_rates(labels: np.ndarray) -> np.ndarray:
-    """Per class, the share of positives among the images where it is known (0 if none)."""
-    known = ~np.isnan(labels)
-    positives = np.where(known, labels, 0.0).sum(axis=0)
-    return positives / np.maximum(known.sum(axis=0), 1)
-
-
-def _build_and_train(
-    images: np.ndarray,
-    labels: np.ndarray,
-    train_rows: np.ndarray,
-    validation_rows: np.ndarray,
-    num_labels: int,
-    settings: TrainingSettings,
-    on_epoch_end: Callable[[EpochReport], None] | None,
-    started: float | None,
-) -> tuple[keras.Model, TrainingOutcome]:
-    keras.utils.set_random_seed(settings.seed)
-    model = build_model(
-        settings.backbone,
-        num_labels,
-        settings.image_size,
-        weights=settings.weights,
-        dropout_rate=settings.dropout_rate,
-    )
-    loss = make_loss(settings.loss, positive_rates=_positive_rates(labels[train_rows]))
-    outcome = train_model(
-        model,
-        make_training_dataset(
-            images[train_rows],
-            labels[train_rows],
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            augment=True,
-        ),
-        images[validation_rows],
-        labels[validation_rows],
-        epochs=settings.epochs,
-        learning_rate=settings.learning_rate,
-        loss=loss,
-        patience=settings.early_stopping_patience,
-        seed=settings.seed,
-        on_epoch_end=on_epoch_end,
-        time_budget_seconds=budget_seconds(settings),
-        started=started,
-    )
-    return model, outcome
-
-
-def budget_seconds(settings: TrainingSettings) -> float | None:
-    """The training time budget in seconds, ``None`` without one."""
-    minutes = settings.time_budget_minutes
-    return None if minutes is None else minutes * 60.0

@@ -46,6 +46,10 @@ def training_summary(report: TrainingReport) -> Document:
         document.add(f"skipped {len(report.unreadable_images)} unreadable labelled images")
     if report.budget_seconds is not None:
         document.add(f"time: {_time_line(report)}")
+    if report.semi_supervised.get("used_images") is not None or "no unlabelled" in str(
+        report.semi_supervised.get("note", "")
+    ):
+        document.add(f"unlabelled images: {_semi_line(report.semi_supervised)}")
     table = _per_class(report)
     test_images = report.split_sizes.get("test", "-")
     return document.add(
@@ -83,6 +87,21 @@ def _change(old: float | None, new: float | None) -> list[str]:
     return [number(old), number(new), change]
 
 
+def _semi_line(semi: dict[str, Any]) -> str:
+    """What the unlabelled images contributed, or why none did."""
+    if "used_images" not in semi:
+        return str(semi.get("note", "semi-supervised training is off"))
+    line = (
+        f"{semi['used_images']} of {semi['unlabelled_images']} pseudo-labelled by "
+        f"{semi['teacher']} (classes: {', '.join(semi['pseudo_labelled_classes']) or 'none'})"
+    )
+    if semi.get("classes_without_teacher"):
+        line += f"; the teacher does not know {', '.join(semi['classes_without_teacher'])}"
+    if semi.get("note"):
+        line += f"; {semi['note']}"
+    return line
+
+
 def _time_line(report: TrainingReport) -> str:
     """Planned against used time: what a schedule relying on the budget needs to see."""
     used = f"used {number(report.training_seconds, 0)} s"
@@ -115,6 +134,7 @@ def retrain_report(report: TrainingReport, *, labels: LabelImportReport | None =
             f"{number(report.training_seconds, 1)} s",
         ],
         ["time", _time_line(report)],
+        ["unlabelled images", _semi_line(report.semi_supervised)],
     ]
     if labels is not None:
         problems = sum(labels.problem_counts.values())

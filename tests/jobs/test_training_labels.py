@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from mlc_core.db.labels import LabelRecord, upsert_labels
 from mlc_core.jobs.labels_import import import_labels
-from mlc_core.jobs.training.data import load_training_data
+from mlc_core.jobs.training.data import load_training_data, load_unlabelled_images
+from mlc_core.jobs.training.train import train_model_version
 from mlc_core.jobs.workspace import Workspace
-from tests.jobs.conftest import labels_csv, put_synthetic_images
+from mlc_core.reports.document import to_text
+from mlc_core.reports.training import training_summary
+from tests.jobs.conftest import labels_csv, model_files, put_synthetic_images
 
 
 def test_a_correction_trains_its_stated_classes_and_masks_the_others(
@@ -55,3 +60,49 @@ def test_an_imported_tag_set_stays_closed_world(workspace: Workspace) -> None:
     classes = data.vocabulary.classes
     for key, row in zip(data.decoded.keys, data.label_matrix, strict=True):
         assert {classes[i] for i in np.flatnonzero(row == 1)} == set(truth[key]) & set(classes)
+
+
+def test_semi_supervised_training_uses_the_unlabelled_images_and_the_card_says_how_many(
+    workspace: Workspace,
+) -> None:
+    truth = put_synthetic_images(workspace, 32)
+    keys = sorted(truth)
+    with workspace.transaction() as session:
+        import_labels(
+            session,
+            workspace.store,
+            labels_csv({key: truth[key] for key in keys[:24]}),
+            source="test.csv",
+        )
+    settings = workspace.settings.training.model_copy(update={"semi_supervised": True})
+
+    report = train_model_version(workspace, settings)
+
+    assert report.semi_supervised["unlabelled_images"] == 8
+    assert report.semi_supervised["teacher"] == "a first model trained on the labels"
+    card = json.loads(workspace.store.get(model_files(workspace, report.version).card))
+    assert card["extra"]["semi_supervised"]["unlabelled_images"] == 8
+
+
+def test_unlabelled_images_leave_out_the_excluded_ones(workspace: Workspace) -> None:
+    truth = put_synthetic_images(workspace, 6)
+    keys = sorted(truth)
+    settings = workspace.settings.training
+
+    decoded = load_unlabelled_images(workspace, settings, excluded={keys[0], keys[1]})
+
+    assert decoded.keys == keys[2:]
+
+
+def test_without_unlabelled_images_semi_supervised_training_says_it_used_labels_alone(
+    workspace: Workspace,
+) -> None:
+    truth = put_synthetic_images(workspace, 20)
+    with workspace.transaction() as session:
+        import_labels(session, workspace.store, labels_csv(truth), source="test.csv")
+    settings = workspace.settings.training.model_copy(update={"semi_supervised": True})
+
+    report = train_model_version(workspace, settings)
+
+    assert "no unlabelled images" in report.semi_supervised["note"]
+    assert "no unlabelled images" in to_text(training_summary(report))

@@ -9,9 +9,10 @@ from mlc_core.model.dataset import DecodedImages, make_training_dataset
 from mlc_core.model.losses import make_loss
 from mlc_core.model.metrics import evaluate_predictions, mean_average_precision
 from mlc_core.model.predict import Predictor
+from mlc_core.model.recipe import fit_and_calibrate
 from mlc_core.model.split import DataSplit
 from mlc_core.model.thresholds import calibrate_thresholds
-from mlc_core.model.training import EpochReport, fit_and_calibrate, train_model
+from mlc_core.model.training import EpochReport, train_model
 from mlc_core.settings import TrainingSettings
 from tests.model.conftest import SquareImages
 

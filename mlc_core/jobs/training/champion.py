@@ -21,7 +21,8 @@ from mlc_core.labels import LabelVocabulary
 from mlc_core.model.dataset import decode_labeled_images
 from mlc_core.model.metrics import evaluate_predictions
 from mlc_core.model.predict import Predictor
-from mlc_core.model.training import PREDICT_BATCH_SIZE, FittedModel, row_indices
+from mlc_core.model.recipe import PREDICT_BATCH_SIZE, FittedModel
+from mlc_core.model.training import row_indices
 
 
 def compare_with_champion(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import heapq
 import json
 import logging
 from collections import Counter
@@ -24,7 +25,7 @@ import numpy as np
 from mlc_core.db.labels import complete_label_uris, labels_by_image
 from mlc_core.db.models import ModelVersion
 from mlc_core.errors import ObjectNotFound, TrainingDataError
-from mlc_core.images import decode_image
+from mlc_core.images import decode_image, has_image_extension
 from mlc_core.jobs.store_paths import model_paths_of
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
@@ -129,6 +130,45 @@ def load_training_data(workspace: Workspace, settings: TrainingSettings) -> Trai
     return TrainingData(
         images, missing, vocabulary, left_out, decoded, matrix, _data_snapshot(images)
     )
+
+
+def load_unlabelled_images(
+    workspace: Workspace, settings: TrainingSettings, excluded: set[str]
+) -> DecodedImages:
+    """Decode the images under the images prefix that carry no label, for semi-supervision.
+
+    Args:
+        excluded: keys never to use: every labelled image and every test image, so the test
+            set stays a fair measure.
+
+    Returns:
+        At most ``settings.semi_supervised_max_images`` of them, chosen by a hash of the key
+        (the same images for the same store, whatever the listing order); unreadable ones
+        are left out.
+    """
+    chosen: list[tuple[bytes, str]] = []
+    limit = settings.semi_supervised_max_images
+    for info in workspace.store.iter_objects(workspace.settings.images_prefix):
+        if info.key in excluded or not has_image_extension(info.key):
+            continue
+        rank = hashlib.sha256(f"{settings.seed}:{info.key}".encode()).digest()
+        # A bounded max-heap on the negated rank keeps the `limit` smallest ranks.
+        entry = (bytes(255 - b for b in rank), info.key)
+        if len(chosen) < limit:
+            heapq.heappush(chosen, entry)
+        elif entry > chosen[0]:
+            heapq.heapreplace(chosen, entry)
+    keys = sorted(key for _, key in chosen)
+    decoded = decode_labeled_images(
+        keys,
+        workspace.store.get,
+        settings.image_size,
+        workers=workspace.settings.scoring.read_workers,
+        decode=image_decoder(workspace),
+    )
+    if decoded.failures:
+        logger.warning("skipped %d unreadable unlabelled images", len(decoded.failures))
+    return decoded
 
 
 def image_decoder(workspace: Workspace) -> functools.partial[np.ndarray]:

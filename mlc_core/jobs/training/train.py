@@ -42,6 +42,7 @@ from mlc_core.jobs.training.data import (
     TrainingData,
     champion_test_keys,
     load_training_data,
+    load_unlabelled_images,
     split_keeping_champion_test,
 )
 from mlc_core.jobs.training.report import ChampionComparison, TrainingReport
@@ -49,8 +50,9 @@ from mlc_core.jobs.workspace import Workspace
 from mlc_core.model.artifacts import ModelCard, library_versions, serialize_model, sha256_hex
 from mlc_core.model.backbones import get_backbone
 from mlc_core.model.promotion import PromotionDecision, decide_promotion
+from mlc_core.model.recipe import FittedModel, fit_and_calibrate
 from mlc_core.model.split import DataSplit
-from mlc_core.model.training import EpochReport, FittedModel, fit_and_calibrate
+from mlc_core.model.training import EpochReport
 from mlc_core.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -118,6 +120,10 @@ def _train(
             session.expunge(champion)
     champion_test = champion_test_keys(workspace, champion) if champion else []
     split = split_keeping_champion_test(data, set(champion_test), settings)
+    unlabelled = None
+    if settings.semi_supervised:
+        excluded = {image.key for image in data.images} | set(split.test)
+        unlabelled = load_unlabelled_images(workspace, settings, excluded).images
     # Same seed, same snapshot -> same initial weights, so versions are reproducible.
     fitted = fit_and_calibrate(
         data.decoded,
@@ -127,6 +133,7 @@ def _train(
         settings,
         on_epoch_end=on_epoch_end,
         started=budget_started,
+        unlabelled=unlabelled,
     )
     comparison = (
         compare_with_champion(workspace, champion, champion_test, fitted, data)
@@ -164,6 +171,7 @@ def _train(
         planned_epochs=fitted.outcome.planned_epochs,
         budget_seconds=fitted.outcome.budget_seconds,
         stopped_at_budget=fitted.outcome.stopped_at_budget,
+        semi_supervised=fitted.semi_supervised,
     )
 
 
@@ -218,6 +226,7 @@ def _model_card(
             "planned_epochs": fitted.outcome.planned_epochs,
             "time_budget_seconds": fitted.outcome.budget_seconds,
             "stopped_at_budget": fitted.outcome.stopped_at_budget,
+            "semi_supervised": fitted.semi_supervised,
             "champion_comparison": asdict(comparison) if comparison is not None else None,
             "decision": decision.reason,
             "settings": settings.model_dump(),

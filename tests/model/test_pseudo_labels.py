@@ -16,9 +16,7 @@ from tests.model.conftest import SquareImages
 def test_pseudo_labels_are_kept_only_beyond_their_class_confidence() -> None:
     # Class a: validation positives score >= 0.6, one negative at 0.55; class b is noise.
     truth = np.array([[1, 0], [1, 1], [1, 0], [0, 1], [0, 0], [0, 1]], dtype=np.float64)
-    scores = np.array(
-        [[0.9, 0.5], [0.8, 0.2], [0.6, 0.9], [0.55, 0.1], [0.1, 0.8], [0.2, 0.4]]
-    )
+    scores = np.array([[0.9, 0.5], [0.8, 0.2], [0.6, 0.9], [0.55, 0.1], [0.1, 0.8], [0.2, 0.4]])
 
     cuts = confidence_cuts(truth, scores, ["a", "b"])
     labels = pseudo_labels(np.array([[0.95, 0.5], [0.58, 0.5], [0.05, 0.5]]), cuts)
@@ -43,7 +41,7 @@ def test_a_teacher_with_other_classes_pseudo_labels_only_the_shared_ones(
     square_images: SquareImages,
 ) -> None:
     decoded, labels, split = _squares(square_images)
-    unlabelled, truth = square_images(12, 5)
+    unlabelled, _ = square_images(12, 5)
 
     def knows_red_and_green(images: np.ndarray) -> np.ndarray:
         red = (images[..., 0].max(axis=(1, 2)) > 200).astype(np.float32)

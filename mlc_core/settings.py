@@ -72,6 +72,14 @@ class TrainingSettings(BaseModel):
             "pseudo-labels of a first model trained on the labels (noisy student)"
         ),
     )
+    semi_supervised_teacher: Literal["first_model", "champion"] = Field(
+        "first_model",
+        description=(
+            "who gives pseudo-labels: a first model trained on the labels, or the champion "
+            "(when it works at the same image size; it may have trained on today's validation "
+            "images, which makes its confidence cuts optimistic)"
+        ),
+    )
     semi_supervised_max_images: int = Field(
         20_000, ge=1, description="the most unlabelled images one training decodes and uses"
     )

@@ -13,7 +13,7 @@ from mlc_core.jobs.training.train import train_model_version
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.reports.document import to_text
 from mlc_core.reports.training import training_summary
-from tests.jobs.conftest import labels_csv, model_files, put_synthetic_images
+from tests.jobs.conftest import TrainedWorkspace, labels_csv, model_files, put_synthetic_images
 
 
 def test_a_correction_trains_its_stated_classes_and_masks_the_others(
@@ -106,3 +106,17 @@ def test_without_unlabelled_images_semi_supervised_training_says_it_used_labels_
 
     assert "no unlabelled images" in report.semi_supervised["note"]
     assert "no unlabelled images" in to_text(training_summary(report))
+
+
+def test_the_champion_can_teach_the_next_version(trained: TrainedWorkspace) -> None:
+    workspace = trained.workspace
+    put_synthetic_images(workspace, 8, folder="images/unlabelled/")
+    settings = workspace.settings.training.model_copy(
+        update={"semi_supervised": True, "semi_supervised_teacher": "champion"}
+    )
+
+    report = train_model_version(workspace, settings)
+
+    assert report.semi_supervised["teacher"] == "champion v1"
+    assert report.semi_supervised["unlabelled_images"] == 8
+    assert report.semi_supervised["classes_without_teacher"] == []

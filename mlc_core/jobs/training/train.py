@@ -36,6 +36,7 @@ from mlc_core.db.models import ModelVersion, Run
 from mlc_core.db.runs import finish_run, start_run
 from mlc_core.errors import describe_error
 from mlc_core.jobs.locks import TRAINING_LOCK, holding_locks
+from mlc_core.jobs.scoring.model_cache import cached_predictor
 from mlc_core.jobs.store_paths import new_model_paths
 from mlc_core.jobs.training.champion import compare_with_champion
 from mlc_core.jobs.training.data import (
@@ -50,7 +51,7 @@ from mlc_core.jobs.workspace import Workspace
 from mlc_core.model.artifacts import ModelCard, library_versions, serialize_model, sha256_hex
 from mlc_core.model.backbones import get_backbone
 from mlc_core.model.promotion import PromotionDecision, decide_promotion
-from mlc_core.model.recipe import FittedModel, fit_and_calibrate
+from mlc_core.model.recipe import PREDICT_BATCH_SIZE, FittedModel, Teacher, fit_and_calibrate
 from mlc_core.model.split import DataSplit
 from mlc_core.model.training import EpochReport
 from mlc_core.settings import TrainingSettings
@@ -124,6 +125,7 @@ def _train(
     if settings.semi_supervised:
         excluded = {image.key for image in data.images} | set(split.test)
         unlabelled = load_unlabelled_images(workspace, settings, excluded).images
+    teacher = _champion_teacher(workspace, champion, settings) if unlabelled is not None else None
     # Same seed, same snapshot -> same initial weights, so versions are reproducible.
     fitted = fit_and_calibrate(
         data.decoded,
@@ -134,6 +136,7 @@ def _train(
         on_epoch_end=on_epoch_end,
         started=budget_started,
         unlabelled=unlabelled,
+        teacher=teacher,
     )
     comparison = (
         compare_with_champion(workspace, champion, champion_test, fitted, data)
@@ -173,6 +176,24 @@ def _train(
         stopped_at_budget=fitted.outcome.stopped_at_budget,
         semi_supervised=fitted.semi_supervised,
     )
+
+
+def _champion_teacher(
+    workspace: Workspace, champion: ModelVersion | None, settings: TrainingSettings
+) -> Teacher | None:
+    """The champion as the pseudo-labelling teacher, when the settings ask for it and it can."""
+    if settings.semi_supervised_teacher != "champion":
+        return None
+    if champion is None or champion.image_size != settings.image_size:
+        logger.info(
+            "semi-supervised: %s; a first model trained on the labels teaches instead",
+            "no champion yet"
+            if champion is None
+            else f"the champion works at {champion.image_size} px, not {settings.image_size}",
+        )
+        return None
+    predictor = cached_predictor(workspace.store, champion, PREDICT_BATCH_SIZE)
+    return Teacher(f"champion {champion.version}", list(champion.classes), predictor.predict)
 
 
 def _decide(

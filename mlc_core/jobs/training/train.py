@@ -146,8 +146,21 @@ def _train(
     decision = _decide(fitted, champion, comparison, settings)
     training_seconds = round(time.monotonic() - started, 1)
     card = _model_card(settings, data, fitted, comparison, decision, training_seconds)
-    version, status, artifact_uri = _register(workspace, card, fitted, split, decision)
-    logger.info("model %s: %s (%s)", version, status, decision.reason)
+    registered = _register(workspace, card, fitted, split, decision)
+    logger.info("model %s: %s (%s)", registered[0], registered[1], decision.reason)
+    return _report(data, fitted, split, comparison, decision, training_seconds, registered)
+
+
+def _report(
+    data: TrainingData,
+    fitted: FittedModel,
+    split: DataSplit,
+    comparison: ChampionComparison | None,
+    decision: PromotionDecision,
+    training_seconds: float,
+    registered: tuple[str, str, str],
+) -> TrainingReport:
+    version, status, artifact_uri = registered
     return TrainingReport(
         version=version,
         status=status,

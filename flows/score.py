@@ -73,6 +73,7 @@ def plan_task(
     batch_size: int | None,
     discover: bool,
     force_retire: bool,
+    start_after: str | None = None,
 ) -> ScoringPlan:
     """Register the images under ``prefixes`` and split the pending ones into shards."""
     with opened_workspace() as workspace:
@@ -83,6 +84,7 @@ def plan_task(
             batch_size=batch_size,
             discover=discover,
             force_retire=force_retire,
+            start_after=start_after,
         )
 
 
@@ -148,6 +150,7 @@ def score_flow(
     batch_size: int | None = None,
     discover: bool = True,
     force_retire: bool = False,
+    since: str | None = None,
 ) -> ScoreReport:
     """Score images under ``prefixes`` (default: the images prefix) with the champion.
 
@@ -159,6 +162,7 @@ def score_flow(
         discover: list the store first; off, only the images registered already are scored.
         force_retire: retire the images a complete listing did not show even when they are
             more than MLC_SCORING__MAX_RETIRE_FRACTION of a prefix.
+        since: list only the keys after this one (a partial listing: nothing is retired).
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -176,7 +180,7 @@ def score_flow(
             on_wait=logger.info,
         ),
     ):
-        plan = plan_task(chosen, mode, batch_size, discover, force_retire)
+        plan = plan_task(chosen, mode, batch_size, discover, force_retire, since)
         logger.info(
             "%d images to score with %s in %d shard(s) on the %s task runner",
             plan.report.pending,

@@ -12,6 +12,7 @@ import io
 import logging
 import re
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from PIL import (
@@ -68,6 +69,7 @@ _RESAMPLE = Image.Resampling.BICUBIC
 # a full resample (Pillow's documentation), at a fraction of the cost for large images.
 _REDUCING_GAP = 3.0
 _TEXT_SNIPPET_CHARS = 40
+_Decoded = TypeVar("_Decoded")
 
 
 def has_image_extension(key: str) -> bool:
@@ -153,6 +155,50 @@ def decode_image(
     """
     if size < 1 or max_pixels < 1:
         raise ValueError(f"size and max_pixels must be positive, got {size} and {max_pixels}")
+    return _decode(
+        data, lambda image, kind: _to_model_input(image, kind, size), max_pixels, min_side
+    )
+
+
+def decode_preview(
+    data: bytes,
+    max_side: int,
+    *,
+    max_pixels: int = PILLOW_DEFAULT_MAX_PIXELS,
+    min_side: int = 8,
+) -> Image.Image:
+    """Decode image bytes into an upright RGB picture for people, aspect ratio kept.
+
+    The same decoding as :func:`decode_image` (first frame, EXIF orientation, every colour
+    mode to 8-bit RGB, the same limits and the same errors), shrunk so its longest side is at
+    most ``max_side``; never enlarged.
+
+    Raises:
+        ImageDecodeError: as :func:`decode_image`.
+        ValueError: ``max_side`` or ``max_pixels`` is not positive.
+    """
+    if max_side < 1 or max_pixels < 1:
+        raise ValueError(f"max_side and max_pixels must be positive, got {max_side}, {max_pixels}")
+
+    def preview(image: ImageFile.ImageFile, kind: str) -> Image.Image:
+        if kind == "jpeg":
+            image.draft("RGB", (max_side, max_side))
+        image.load()
+        rgb = _to_rgb(_apply_exif_orientation(image))
+        rgb.thumbnail((max_side, max_side), _RESAMPLE, reducing_gap=_REDUCING_GAP)
+        return rgb
+
+    return _decode(data, preview, max_pixels, min_side)
+
+
+def _decode(
+    data: bytes,
+    finish: Callable[[ImageFile.ImageFile, str], _Decoded],
+    max_pixels: int,
+    min_side: int,
+) -> _Decoded:
+    """Sniff, check and open ``data``, then ``finish(image, kind)``; every failure becomes
+    an :class:`ImageDecodeError` with a reason for people."""
     kind = sniff_image_format(data[:64])
     if kind is None:
         raise ImageDecodeError(_describe_non_image(data))
@@ -164,7 +210,7 @@ def decode_image(
         image = _image_class(kind)(io.BytesIO(data))
         _check_dimensions(*image.size, max_pixels=max_pixels, min_side=min_side)
         label = f"{image.size[0]}x{image.size[1]} {kind.upper()}"
-        return _to_model_input(image, kind, size)
+        return finish(image, kind)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as error:

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -92,6 +93,12 @@ class ScoringSettings(BaseModel):
 
     batch_size: int = Field(64, ge=1, le=4096)
     read_workers: int = Field(16, ge=1, le=256)
+    listing_workers: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="prefixes discovery lists side by side (each S3 page is one request)",
+    )
     max_image_pixels: int = Field(PILLOW_DEFAULT_MAX_PIXELS, ge=1)
     shard_size: int = Field(
         2000,
@@ -133,6 +140,14 @@ class ScoringSettings(BaseModel):
         description=(
             "a complete listing retires the images it did not see only while they are at "
             "most this share of the prefix's known images (else it retires none and says so)"
+        ),
+    )
+    s3_reader: Literal["obstore", "boto3"] = Field(
+        "obstore",
+        description=(
+            "who reads single objects from S3: obstore (Rust; about a quarter of boto3's "
+            "client CPU per GET) with the endpoint, credentials and errors boto3 resolves, or "
+            "boto3 itself; listing and writes always use boto3"
         ),
     )
     top_class_fallback: bool = Field(
@@ -252,6 +267,37 @@ class DriftSettings(BaseModel):
     )
 
 
+class UISettings(BaseModel):
+    """The web page of ``mlc ui``: where it listens, who may use it, its thumbnail cache."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="address to bind; any other than loopback needs MLC_UI__TOKEN",
+    )
+    port: int = Field(8765, ge=1, le=65535)
+    token: SecretStr | None = Field(
+        None,
+        description=(
+            "shared secret every request but /healthz must carry (Authorization: Bearer, or "
+            "?token= once, which sets a cookie); required off loopback"
+        ),
+    )
+    thumbnail_cache_mb: int = Field(
+        256, ge=1, description="disk bound of the thumbnail cache under MLC_HOME/thumbnails"
+    )
+    thumbnail_size: int = Field(256, ge=32, le=2048, description="longest side of a thumbnail")
+    # Decoding is CPU and memory bound: a page of 200 thumbnails decodes this many at a time,
+    # so memory stays bounded whatever the page size.
+    thumbnail_workers: int = Field(2, ge=1, le=64, description="thumbnails decoded at once")
+
+    @field_validator("token")
+    @classmethod
+    def _empty_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+
 class Settings(BaseSettings):
     """All of mlc's settings; see the README's settings table.
 
@@ -279,6 +325,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     orchestration: OrchestrationSettings = OrchestrationSettings()
     drift: DriftSettings = DriftSettings()
+    ui: UISettings = UISettings()
 
     @field_validator("database_url")
     @classmethod

@@ -106,3 +106,26 @@ def test_promote_scores_what_the_new_champion_has_not_and_no_rescore_keeps_the_o
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     assert "scored 4," in promoted.stdout
     assert _rows(home, "select distinct model_version from current_tags") == [("v2",)]
+
+
+@pytest.mark.slow
+def test_score_since_a_key_lists_only_later_keys_and_retires_nothing(
+    isolated_mlc_environment: Path, tmp_path: Path
+) -> None:
+    home = isolated_mlc_environment
+    workspace = open_workspace(load_settings())
+    try:
+        register_champion(workspace, "v1", thresholds=[0.0001] * 5)
+        old = put_tiny_images(workspace, 3, "images/2026-01-01/")
+        score_images(workspace)
+        for key in old:
+            workspace.store.delete(key)
+        put_tiny_images(workspace, 2, "images/2026-02-01/")
+    finally:
+        workspace.close()
+
+    result = _run(home, tmp_path, "score", "--since", "images/2026-02-01/")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "listed 2 objects, 2 new images; scored 2," in result.stdout
+    assert _rows(home, "select count(*) from images where retired_at is not null") == [(0,)]

@@ -5,7 +5,7 @@ It lives beside the flows because it is an entry point that wires settings to fl
 arguments and prints, and the work is in ``mlc_core``.
 """
 
-from flows.cli import catalog, history, jobs, labels, tags
+from flows.cli import catalog, history, jobs, labels, tags, ui
 from flows.cli.app import app, main
 
-__all__ = ["app", "catalog", "history", "jobs", "labels", "main", "tags"]
+__all__ = ["app", "catalog", "history", "jobs", "labels", "main", "tags", "ui"]

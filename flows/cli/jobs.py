@@ -78,16 +78,29 @@ def score(
             "MLC_SCORING__MAX_RETIRE_FRACTION of a prefix"
         ),
     ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="list only the keys after this one, e.g. images/2026-06-01/ where new images "
+            "land under dated prefixes; such a partial listing retires nothing"
+        ),
+    ] = None,
 ) -> None:
     """Score images in the store with the champion model and write probabilities and tags."""
     from mlc_core.db.model_versions import require_champion
     from mlc_core.storage import validate_prefix
 
-    for one_prefix in prefix or []:
+    for one_prefix in [*(prefix or []), *([since] if since else [])]:
         validate_prefix(one_prefix)
     with opened_workspace() as workspace, workspace.transaction() as session:
         require_champion(session)
-    run_scoring(prefixes=prefix, mode=mode, batch_size=batch_size, force_retire=force_retire)
+    run_scoring(
+        prefixes=prefix,
+        mode=mode,
+        batch_size=batch_size,
+        force_retire=force_retire,
+        since=since,
+    )
 
 
 def run_scoring(**parameters: Any) -> None:
@@ -171,7 +184,7 @@ def demo(
         f"  mlc tags --tag {first}    images carrying a tag\n"
         f"  mlc show {key}    one image: its tags, probabilities and labels\n"
         "  mlc review    images the model is least sure of, to correct with mlc labels set\n"
-        "  mlc ui    the same in a browser, at http://127.0.0.1:8765\n"
+        f"  mlc ui    the same in a browser, at http://{chosen.ui.host}:{chosen.ui.port}/\n"
         "  mlc models    model versions and their metrics",
         highlight=False,
         markup=False,

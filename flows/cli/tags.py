@@ -20,8 +20,6 @@ from flows.common import opened_workspace
 from mlc_core.errors import MlcError
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from mlc_core.db.tag_search import FoundImage, TagQuery
     from mlc_core.jobs.workspace import Workspace
 
@@ -40,12 +38,6 @@ def normalized(tags: list[str] | None) -> tuple[str, ...]:
         return tuple(dict.fromkeys(normalize_tag(tag) for tag in tags or []))
     except ValueError as error:
         raise MlcError(str(error)) from None
-
-
-def resolve_version(session: Session, version: str | None) -> int | None:
-    from mlc_core.db.model_versions import require_model_version
-
-    return None if version is None else require_model_version(session, version).id
 
 
 @app.command()
@@ -84,35 +76,27 @@ def tags(
     as_json: Annotated[bool, typer.Option("--json", hidden=True)] = False,
 ) -> None:
     """List images by their current tags: a person's labels win over the model's tags."""
-    from mlc_core.db.tag_search import ClassBand, TagQuery, require_known_tags, search_tags
+    from mlc_core.db.tag_search import search_tags
+    from mlc_core.jobs.browse import gallery_query
 
-    wanted_all, wanted_any, unwanted = (
-        normalized(all_tags),
-        normalized(any_tags),
-        normalized(none_tags),
-    )
-    if min_prob is not None and not wanted_all:
+    if min_prob is not None and not all_tags:
         raise MlcError("--min-prob applies to the --all tags; name at least one with --all")
     with opened_workspace() as workspace, workspace.transaction() as session:
-        band_tag = normalized([band[0]])[0] if band else None
-        require_known_tags(
-            session, [*wanted_all, *wanted_any, *unwanted, *filter(None, [band_tag])]
+        # The same query the web page builds from its form, with the same checks.
+        query, version_id = gallery_query(
+            session,
+            workspace.store,
+            all_tags=all_tags or [],
+            any_tags=any_tags or [],
+            none_tags=none_tags or [],
+            min_probability=min_prob,
+            band=(band[0], float(band[1]), float(band[2])) if band else None,
+            model=model,
+            prefix=prefix,
+            after=after,
+            limit=limit,
         )
-        try:
-            query = TagQuery(
-                all_tags=wanted_all,
-                any_tags=wanted_any,
-                none_tags=unwanted,
-                min_probability=min_prob,
-                model_version=model,
-                uri_prefix=workspace.store.root_uri + prefix if prefix else "",
-                band=ClassBand(band_tag, band[1], band[2]) if band and band_tag else None,
-                after_uri=None if after is None else workspace.store.root_uri + after,
-                limit=limit,
-            )
-        except ValueError as error:
-            raise MlcError(str(error)) from None
-        found = search_tags(session, query, model_version_id=resolve_version(session, model))
+        found = search_tags(session, query, model_version_id=version_id)
         key_of = key_function(workspace)
     _print_found(query, found, key_of, "jsonl" if as_json else output_format)
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from mlc_core.db._statements import escape_like
 from mlc_core.db.labels import StoredLabel, labels_of
-from mlc_core.db.models import Image, ModelVersion
+from mlc_core.db.models import Image, ModelVersion, Score
 from mlc_core.db.tag_search import ShownTag, shown_tags
 from mlc_core.db.views import shown_scores
 
@@ -126,3 +126,45 @@ def similar_uris(session: Session, uri: str, *, limit: int = 5) -> list[str]:
     by_name = {neighbour.rpartition("/")[2]: neighbour for neighbour in neighbours}
     close = difflib.get_close_matches(name, list(by_name), n=limit, cutoff=0.8)
     return [by_name[match] for match in close]
+
+
+@dataclass(frozen=True)
+class VersionScores:
+    """What one model version said of an image: each class's probability and threshold."""
+
+    version: str
+    status: str
+    scored_at: datetime
+    scores: tuple[ClassScore, ...]
+
+
+def scores_by_version(session: Session, uri: str) -> list[VersionScores]:
+    """The scores of every model version that scored the newest version of the image at
+    ``uri``, newest model version first (shown or not: a person compares them)."""
+    newest = (
+        select(Image.id)
+        .where(Image.uri == uri, Image.superseded_at.is_(None))
+        .order_by(Image.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    found = session.execute(
+        select(ModelVersion, Score.probabilities, Score.scored_at)
+        .join(Score, Score.model_version_id == ModelVersion.id)
+        .where(Score.image_id == newest)
+        .order_by(ModelVersion.id.desc())
+    ).all()
+    return [
+        VersionScores(
+            version.version,
+            version.status,
+            scored_at,
+            tuple(
+                ClassScore(name, float(p), float(t))
+                for name, p, t in zip(
+                    version.classes, probabilities, version.thresholds, strict=True
+                )
+            ),
+        )
+        for version, probabilities, scored_at in found
+    ]

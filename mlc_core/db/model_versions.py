@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from mlc_core.db._statements import in_session
 from mlc_core.db.engine import database_now
 from mlc_core.db.models import ModelVersion, utc_now
+from mlc_core.db.shown import refresh_after_promotion
 from mlc_core.errors import NoChampionModel, UnknownModelVersion
 
 _VERSION_NAME = re.compile(r"v(\d+)")
@@ -139,6 +140,7 @@ def promote_model_version(session: Session, model_version: ModelVersion, decisio
     model_version.rolled_back_at = None
     model_version.decision = decision
     session.flush()
+    refresh_after_promotion(session, model_version, champion)
 
 
 def set_decision(session: Session, model_version: ModelVersion, decision: str) -> None:

@@ -94,6 +94,11 @@ class Image(Base):
     listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # How often claims on this image were taken over from runs that died holding it.
     abandoned_claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The model version whose tags the views show for this image (see mlc_core.db.shown, which
+    # keeps it): promoted, not rolled back, promoted most recently among those that scored it.
+    # No foreign key: SQLite cannot drop a column that has one (the downgrade), and an id
+    # that names no version simply joins nothing in the views.
+    shown_model_version_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class Label(Base):
@@ -197,7 +202,11 @@ class ImageTag(Base):
     """A tag at or above its class threshold for one image version under one model version."""
 
     __tablename__ = "image_tags"
-    __table_args__ = (Index("ix_image_tags_model_version_id_tag", "model_version_id", "tag"),)
+    __table_args__ = (
+        Index("ix_image_tags_model_version_id_tag", "model_version_id", "tag"),
+        # "Images with this tag": the lookup people make most, from the tag to the images.
+        Index("ix_image_tags_tag_image_id", "tag", "image_id"),
+    )
 
     image_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-HEAD_REVISION = "3e8b5d2c9f40"
+HEAD_REVISION = "7a4c9e1f2b6d"
 
 
 def stored_revision(engine: Engine) -> str | None:

@@ -22,6 +22,7 @@ from mlc_core.db._statements import chunks, insert_ignoring_conflicts
 from mlc_core.db.engine import database_now
 from mlc_core.db.images import current_image
 from mlc_core.db.models import Image, ImageTag, ModelVersion, Score
+from mlc_core.db.shown import refresh_shown_versions, shown_version_of_image
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,12 @@ def write_scores(
         session.execute(
             update(Image)
             .where(Image.id.in_(chunk))
-            .values(status="scored", error=None, failed_at=None)
+            .values(
+                status="scored",
+                error=None,
+                failed_at=None,
+                shown_model_version_id=shown_version_of_image(),
+            )
         )
     return len(inserted)
 
@@ -118,6 +124,7 @@ def delete_scores(session: Session, *, model_version_id: int, image_ids: Sequenc
                 Score.model_version_id == model_version_id, Score.image_id.in_(chunk)
             )
         )
+    refresh_shown_versions(session, image_ids)
 
 
 def replace_tags(

@@ -5,7 +5,12 @@ same questions (``mlc tags``, the web page) selects from the view objects below,
 command line and SQL never disagree. A version's SQL never changes once released: a new
 shape is a new version and a new migration.
 
-Version 3 (current) is version 2 with people's labels: ``current_tags`` shows a tag a positive
+Version 4 (current) answers exactly as version 3, from the shown version each image row keeps
+(``images.shown_model_version_id``, see :mod:`mlc_core.db.shown`): deciding it in the view
+joined every score of every image on each lookup. ``current_tags`` also carries ``image_id``,
+the order pages follow.
+
+Version 3 is version 2 with people's labels: ``current_tags`` shows a tag a positive
 label adds and hides one a label removes, whatever any model says, and names each row's
 ``source`` (``model`` or ``human``). A human row carries the shown version's probability of the
 tag where that version tagged the image, else none.
@@ -145,6 +150,60 @@ WHERE labels.positive
   AND images.retired_at IS NULL
 """
 
+# Version 4: version 3 read from images.shown_model_version_id (kept by mlc_core.db.shown)
+# instead of deciding the shown version in the view, so a lookup is an index walk.
+_V4_CURRENT_IMAGE = """images.superseded_at IS NULL
+  AND images.retired_at IS NULL"""
+_V4_SHOWN_SCORES = f"""
+CREATE VIEW shown_scores AS
+SELECT scores.image_id AS image_id,
+       scores.model_version_id AS model_version_id,
+       scores.probabilities AS probabilities,
+       scores.scored_at AS scored_at
+FROM images
+JOIN scores ON scores.image_id = images.id
+           AND scores.model_version_id = images.shown_model_version_id
+WHERE {_V4_CURRENT_IMAGE}
+  AND images.status <> 'failed'
+"""
+_V4_CURRENT_TAGS = f"""
+CREATE VIEW current_tags AS
+SELECT images.uri AS image_uri,
+       image_tags.tag AS tag,
+       image_tags.probability AS probability,
+       model_versions.version AS model_version,
+       'model' AS source,
+       images.id AS image_id
+FROM images
+JOIN image_tags ON image_tags.image_id = images.id
+               AND image_tags.model_version_id = images.shown_model_version_id
+JOIN model_versions ON model_versions.id = images.shown_model_version_id
+WHERE {_V4_CURRENT_IMAGE}
+  AND images.status <> 'failed'
+  AND NOT EXISTS (
+      SELECT 1 FROM labels WHERE labels.image_uri = images.uri AND labels.tag = image_tags.tag
+  )
+UNION ALL
+SELECT images.uri AS image_uri,
+       labels.tag AS tag,
+       (SELECT image_tags.probability
+        FROM image_tags
+        WHERE image_tags.image_id = images.id
+          AND image_tags.model_version_id = images.shown_model_version_id
+          AND image_tags.tag = labels.tag
+          AND images.status <> 'failed') AS probability,
+       (SELECT model_versions.version
+        FROM model_versions
+        WHERE model_versions.id = images.shown_model_version_id
+          AND images.status <> 'failed') AS model_version,
+       'human' AS source,
+       images.id AS image_id
+FROM labels
+JOIN images ON images.uri = labels.image_uri
+WHERE labels.positive
+  AND {_V4_CURRENT_IMAGE}
+"""
+
 # Position i of the probabilities belongs to position i of model_versions.classes: both
 # arrays are unnested with their index and joined on it.
 _SCORES_SELECT_SQLITE = """
@@ -176,6 +235,7 @@ _VIEWS: dict[int, tuple[str, ...]] = {
     1: ("current_tags", "current_scores", "scoring_failures"),
     2: ("shown_scores", "current_tags", "current_scores", "scoring_failures"),
     3: ("shown_scores", "current_tags", "current_scores", "scoring_failures"),
+    4: ("shown_scores", "current_tags", "current_scores", "scoring_failures"),
 }
 
 
@@ -188,6 +248,9 @@ def _statements(version: int, dialect: str) -> list[str]:
         current_scores = scores.format(source=_V2_SCORES_FROM, where="")
         current_tags = _V2_CURRENT_TAGS if version == 2 else _V3_CURRENT_TAGS
         return [_V2_SHOWN_SCORES, current_tags, current_scores, _V2_FAILURES]
+    if version == 4:
+        current_scores = scores.format(source=_V2_SCORES_FROM, where="")
+        return [_V4_SHOWN_SCORES, _V4_CURRENT_TAGS, current_scores, _V2_FAILURES]
     raise ValueError(f"there are no views of version {version}")
 
 
@@ -220,6 +283,8 @@ current_tags = table(
     column("probability", Float),
     column("model_version", String),
     column("source", String),
+    # Version 4: the image row's id, the order pages follow (see mlc_core.db.tag_search).
+    column("image_id"),
 )
 scoring_failures = table(
     "scoring_failures",

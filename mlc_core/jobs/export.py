@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from mlc_core.db.images import current_image
 from mlc_core.db.models import Image, Label, ModelVersion
-from mlc_core.db.tag_search import shown_tags
+from mlc_core.db.tag_search import tags_of_images
 from mlc_core.db.views import shown_scores
 from mlc_core.errors import MlcError
 from mlc_core.jobs.workspace import Workspace
@@ -127,7 +127,7 @@ def shown_classes(session: Session) -> list[str]:
 def _pages(
     session: Session, workspace: Workspace, classes: Sequence[str]
 ) -> Iterator[list[ExportRow]]:
-    """Every seen image (see :func:`~mlc_core.db.tag_search.seen_images`), a page at a time."""
+    """Every current image with a shown score or a person's label, a page at a time."""
     versions = {v.id: v for v in session.scalars(select(ModelVersion))}
     after = 0
     while True:
@@ -150,7 +150,7 @@ def _pages(
         ).all()
         if not page:
             return
-        tags = shown_tags(session, [row[1] for row in page])
+        tags = tags_of_images(session, [row[0] for row in page])
         rows = []
         for _, uri, version_id, probabilities, scored_at in page:
             version = versions.get(version_id) if version_id is not None else None

@@ -50,7 +50,7 @@ def open_workspace(settings: Settings, *, check_store: bool = True) -> Workspace
         check_connection(engine)
         if stored_revision(engine) != HEAD_REVISION:
             _migrate_or_refuse(engine)
-        store = open_store(settings.resolved_storage_url)
+        store = open_store(settings.resolved_storage_url, s3_reader=settings.scoring.s3_reader)
         if check_store:
             store.check()
     except BaseException:

@@ -18,12 +18,13 @@ from mlc_core.storage.base import (
     validate_prefix,
 )
 from mlc_core.storage.local import LocalStore
-from mlc_core.storage.s3 import S3Store
+from mlc_core.storage.s3 import S3Reader, S3Store
 
 __all__ = [
     "LocalStore",
     "ObjectInfo",
     "ObjectStore",
+    "S3Reader",
     "S3Store",
     "key_for_uri",
     "open_store",
@@ -34,7 +35,7 @@ __all__ = [
 _EXPECTED = "expected s3://bucket[/prefix], file:///absolute/folder or a folder path"
 
 
-def open_store(url: str) -> ObjectStore:
+def open_store(url: str, *, s3_reader: S3Reader | None = None) -> ObjectStore:
     """Return the store a URL names, without any I/O (call ``check()`` for that).
 
     Args:
@@ -42,6 +43,8 @@ def open_store(url: str) -> ObjectStore:
             standard AWS chain), ``file:///absolute/folder`` or a plain folder path (relative
             paths are made absolute against the current folder). Paths are taken literally,
             not percent-decoded, to match what ``uri()`` returns.
+        s3_reader: who reads single objects of an S3 store (see :class:`S3Store`); the
+            default is obstore where it can follow the AWS configuration.
 
     Returns:
         An ``S3Store`` or a ``LocalStore``.
@@ -64,7 +67,7 @@ def open_store(url: str) -> ObjectStore:
                 validate_key(prefix.removesuffix("/"))
         except InvalidKey as error:
             raise StoreUnavailable(f"store URL {url!r} has a bad prefix: {error}") from None
-        return S3Store(parts.netloc, prefix)
+        return S3Store(parts.netloc, prefix, reader=s3_reader)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise StoreUnavailable(

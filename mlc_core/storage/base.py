@@ -76,8 +76,11 @@ class ObjectStore(Protocol):
         """Return the full URI of one object, not percent-encoded: ``root_uri + key``."""
         ...
 
-    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Listing:
-        """The objects whose key starts with ``prefix``, ``page_size`` at a time."""
+    def list_pages(
+        self, prefix: str = "", page_size: int = 1000, *, start_after: str | None = None
+    ) -> Listing:
+        """The objects whose key starts with ``prefix``, ``page_size`` at a time; with
+        ``start_after``, only those whose key sorts after it (S3's ``StartAfter``)."""
         ...
 
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:

@@ -55,7 +55,9 @@ class LocalStore:
         """
         return self.root_uri + validate_key(key)
 
-    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Listing:
+    def list_pages(
+        self, prefix: str = "", page_size: int = 1000, *, start_after: str | None = None
+    ) -> Listing:
         """The files whose key starts with ``prefix``, ``page_size`` at a time.
 
         Keys come in ascending order of their UTF-8 bytes, as S3 lists them. Folders are read
@@ -63,7 +65,8 @@ class LocalStore:
         the whole listing. A missing root folder lists as empty. A folder that cannot be read
         is named in the listing's ``unreadable`` and the others are still listed. A symbolic
         link to a file is listed (reading it is refused, so it can be recorded); one to a
-        folder is not walked into.
+        folder is not walked into. With ``start_after``, only keys that sort after it are
+        listed, and folders whose keys all sort before it are not read at all.
 
         Raises:
             InvalidKey: the prefix breaks the key rules (raised at the call).
@@ -71,7 +74,8 @@ class LocalStore:
             StoreUnavailable: the root exists but is not a folder.
         """
         validate_prefix(prefix)
-        return Listing(lambda listing: batched(self._walk(prefix, listing), page_size))
+        after = validate_prefix(start_after or "")
+        return Listing(lambda listing: batched(self._walk(prefix, listing, after), page_size))
 
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield the files whose key starts with ``prefix``, in :meth:`list_pages` order."""
@@ -286,7 +290,7 @@ class LocalStore:
             raise InvalidKey(key, f"it leads out of {self.url} through a symbolic link")
         return path
 
-    def _walk(self, prefix: str, listing: Listing) -> Iterator[ObjectInfo]:
+    def _walk(self, prefix: str, listing: Listing, start_after: str) -> Iterator[ObjectInfo]:
         folder, _, name_start = prefix.rpartition("/")
         start = os.path.join(self.url, folder)
         # A folder reached through a symbolic link is not walked, as in the rest of the listing.
@@ -306,6 +310,11 @@ class LocalStore:
             base, entries = stack[-1]
             for name in entries:
                 key = base + name
+                # A folder that sorts before the start key and is not on its path holds only
+                # keys that sort before it too.
+                folder_on_path = name.endswith("/") and start_after.startswith(key)
+                if key <= start_after and not folder_on_path:
+                    continue
                 if name.endswith("/"):
                     try:
                         children = self._entries(os.path.join(self.url, key), "")

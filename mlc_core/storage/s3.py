@@ -14,14 +14,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
-import botocore.config
-import botocore.session
-import botocore.utils
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlc_core.errors import (
@@ -29,36 +24,37 @@ from mlc_core.errors import (
     ObjectChanged,
     ObjectNotFound,
     ObjectTooLarge,
-    ObjectUnreadable,
     StorageError,
     StoreUnavailable,
 )
 from mlc_core.storage.base import Listing, ObjectInfo, batched, validate_key, validate_prefix
+from mlc_core.storage.s3_client import (
+    CONNECT_TIMEOUT_SECONDS,
+    READ_TIMEOUT_SECONDS,
+    etag_of,
+    make_clients,
+    response_time,
+)
 from mlc_core.storage.s3_errors import (
     MISSING_CODES,
     PRECONDITION_CODES,
     error_code,
-    is_refusal,
-    translate_s3_error,
+    request_error,
 )
+from mlc_core.storage.s3_reads import ObstoreReader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 logger = logging.getLogger(__name__)
 
-# Per attempt. A refused connection fails all attempts in about a second or two; an endpoint
-# that never answers the handshake in about 5 x 3 s plus backoff. The read timeout is per
-# socket read, not per object, so large objects are not cut short by it.
-CONNECT_TIMEOUT_SECONDS = 3.0
-READ_TIMEOUT_SECONDS = 30.0
-# Standard mode retries throttling, 5xx and connection errors with jittered backoff; five
-# attempts ride out a server hiccup without turning an outage into minutes of waiting.
-MAX_ATTEMPTS = 5
-# Enough for the scoring readers (16 by default) with room for a larger read_workers setting.
-MAX_POOL_CONNECTIONS = 64
 # S3 returns at most 1000 keys per ListObjectsV2 call.
 MAX_LIST_PAGE = 1000
+
+# Who reads single objects: obstore (about a fifth of boto3's client CPU per GET, see
+# s3_reads) where it can follow the AWS configuration, else boto3.
+S3Reader = Literal["obstore", "boto3"]
+DEFAULT_READER: S3Reader = "obstore"
 
 # What botocore raises; anything else is a bug of ours and is left alone.
 _BOTO_ERRORS = (ClientError, BotoCoreError)
@@ -82,6 +78,7 @@ class S3Store:
         *,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         read_timeout: float = READ_TIMEOUT_SECONDS,
+        reader: S3Reader | None = None,
     ) -> None:
         """Describe the store; no network I/O happens until a method needs it.
 
@@ -91,6 +88,9 @@ class S3Store:
                 trailing '/' is optional.
             connect_timeout: seconds to wait for a TCP connection, per attempt.
             read_timeout: seconds to wait for the server to send data, per attempt.
+            reader: who reads single objects (``get``): ``"obstore"`` (the default, when it
+                can follow the AWS configuration; see :mod:`mlc_core.storage.s3_reads`) or
+                ``"boto3"``. Everything else always goes through boto3.
 
         Raises:
             StoreUnavailable: the bucket name is not valid.
@@ -107,12 +107,14 @@ class S3Store:
         self.prefix = folder
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.reader: S3Reader = reader or DEFAULT_READER
         self.url = f"s3://{bucket}/{folder}" if folder else f"s3://{bucket}"
         # The trailing '/' keeps a store at "p1" from seeing the keys of "p10/".
         self._root = f"{folder}/" if folder else ""
         self.root_uri = f"s3://{bucket}/{self._root}"
         self._client_lock = threading.Lock()
         self._s3: S3Client | None = None
+        self._obstore: ObstoreReader | None = None
         self._bucket_seen = False
         # When the store last answered a listing; -inf until it has.
         self._readable_at = -math.inf
@@ -124,7 +126,7 @@ class S3Store:
         # The client and its lock cannot be pickled; a copy in another process makes its own.
         return (
             _rebuild,
-            (self.bucket, self.prefix, self.connect_timeout, self.read_timeout),
+            (self.bucket, self.prefix, self.connect_timeout, self.read_timeout, self.reader),
         )
 
     def uri(self, key: str) -> str:
@@ -135,13 +137,16 @@ class S3Store:
         """
         return f"s3://{self.bucket}/{self._object_key(key)}"
 
-    def list_pages(self, prefix: str = "", page_size: int = 1000) -> Listing:
+    def list_pages(
+        self, prefix: str = "", page_size: int = 1000, *, start_after: str | None = None
+    ) -> Listing:
         """The objects whose key starts with ``prefix``, ``page_size`` at a time.
 
         Objects come in the order the server lists them, which on AWS S3 is ascending UTF-8
         byte order (SeaweedFS differs: it lists "a/x" before "a-b"). The zero-byte "folder"
         markers some consoles create (keys ending in '/') are left out, and so are other keys
-        that break the key rules, with a warning in the log.
+        that break the key rules, with a warning in the log. With ``start_after`` the server
+        starts the listing after that key (``StartAfter``): what sorts before it costs nothing.
 
         Raises:
             InvalidKey: the prefix breaks the key rules (raised at the call).
@@ -150,8 +155,10 @@ class S3Store:
             StorageError: any other failure of the server.
         """
         validate_prefix(prefix)
+        validate_prefix(start_after or "")
         request_size = min(page_size, MAX_LIST_PAGE)
-        return Listing(lambda _: batched(self._walk(prefix, request_size), page_size))
+        walk = self._walk(prefix, request_size, start_after)
+        return Listing(lambda _: batched(walk, page_size))
 
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield the objects whose key starts with ``prefix``, in :meth:`list_pages` order."""
@@ -180,7 +187,7 @@ class S3Store:
         return ObjectInfo(
             key=key,
             size=response["ContentLength"],
-            etag=_etag(response["ETag"]),
+            etag=etag_of(response["ETag"]),
             modified=response["LastModified"].astimezone(UTC),
         )
 
@@ -201,6 +208,8 @@ class S3Store:
         """
         arguments: dict[str, Any] = {"IfMatch": f'"{etag}"'} if etag is not None else {}
         with self._object_request(key) as (client, object_key):
+            if self._obstore is not None:
+                return self._read_with_obstore(self._obstore, key, object_key, etag, max_bytes)
             try:
                 response = client.get_object(Bucket=self.bucket, Key=object_key, **arguments)
             except ClientError as error:
@@ -217,6 +226,25 @@ class S3Store:
         if max_bytes is not None and len(data) > max_bytes:
             raise ObjectTooLarge(key, None, max_bytes)
         return data
+
+    def _read_with_obstore(
+        self,
+        reader: ObstoreReader,
+        key: str,
+        object_key: str,
+        etag: str | None,
+        max_bytes: int | None,
+    ) -> bytes:
+        """:meth:`get` through obstore; its failures are botocore's, translated by the caller."""
+        try:
+            result = reader.get(object_key, etag=etag, max_bytes=max_bytes)
+        except ClientError as error:
+            if etag is not None and error_code(error) in PRECONDITION_CODES:
+                raise ObjectChanged(key, etag) from error
+            raise
+        if result.data is None:
+            raise ObjectTooLarge(key, result.size, max_bytes or 0)
+        return result.data
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         """Write one object whole (S3 PUTs are atomic) and return its info.
@@ -235,8 +263,8 @@ class S3Store:
         return ObjectInfo(
             key=key,
             size=len(data),
-            etag=_etag(response["ETag"]),
-            modified=_response_time(response["ResponseMetadata"]),
+            etag=etag_of(response["ETag"]),
+            modified=response_time(response["ResponseMetadata"]),
         )
 
     def exists(self, key: str) -> bool:
@@ -284,12 +312,17 @@ class S3Store:
     def _object_key(self, key: str) -> str:
         return self._root + validate_key(key)
 
-    def _walk(self, prefix: str, request_size: int) -> Iterator[ObjectInfo]:
+    def _walk(
+        self, prefix: str, request_size: int, start_after: str | None
+    ) -> Iterator[ObjectInfo]:
         client = self._client()
+        # S3 starts the listing itself after the key: the objects before it cost no requests.
+        after: dict[str, Any] = {"StartAfter": self._root + start_after} if start_after else {}
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket,
             Prefix=self._root + prefix,
             PaginationConfig={"PageSize": request_size},
+            **after,
         )
         with self._translating_errors(None):
             for page in pages:
@@ -306,7 +339,7 @@ class S3Store:
                     yield ObjectInfo(
                         key=key,
                         size=item["Size"],
-                        etag=_etag(item["ETag"]),
+                        etag=etag_of(item["ETag"]),
                         modified=item["LastModified"].astimezone(UTC),
                     )
 
@@ -315,30 +348,14 @@ class S3Store:
         if client is None:
             with self._client_lock:
                 if self._s3 is None:
-                    self._s3 = self._make_client()
+                    self._s3, self._obstore = make_clients(
+                        self.bucket,
+                        self.reader,
+                        connect_timeout=self.connect_timeout,
+                        read_timeout=self.read_timeout,
+                    )
                 client = self._s3
         return client
-
-    def _make_client(self) -> S3Client:
-        config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-            max_pool_connections=MAX_POOL_CONNECTIONS,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            s3={"addressing_style": "path"},
-        )
-        try:
-            session = botocore.session.get_session()
-            session.get_component("response_parser_factory").set_parser_defaults(
-                timestamp_parser=_parse_timestamp
-            )
-            return boto3.session.Session(botocore_session=session).client("s3", config=config)
-        except (BotoCoreError, ValueError) as error:
-            # ValueError: botocore's answer to an AWS_ENDPOINT_URL that is not a URL.
-            raise StoreUnavailable(
-                f"cannot set up an S3 client for bucket '{self.bucket}': {error}; "
-                "check AWS_ENDPOINT_URL, AWS_PROFILE and the files in ~/.aws"
-            ) from error
 
     @contextmanager
     def _object_request(self, key: str) -> Iterator[tuple[S3Client, str]]:
@@ -368,28 +385,13 @@ class S3Store:
         return self._s3.meta.endpoint_url if self._s3 is not None else "the configured endpoint"
 
     def _error(self, error: Exception, key: str | None, started: float) -> StorageError:
-        """Translate a boto3 error into the one-sentence error a user can act on.
-
-        A request about one object that is refused, or finds no object, while the store can
-        still be listed concerns that object; when the store cannot be listed either, it is
-        the store's outage (a server may report a deleted bucket as a missing key), never a
-        reason to record or retire the object.
-        """
-        translated = translate_s3_error(
-            error, key, bucket=self.bucket, endpoint=self._endpoint(), url=self.url
-        )
-        concerns_one_object = isinstance(translated, ObjectNotFound) or is_refusal(error)
-        if key is None or isinstance(translated, ObjectUnreadable) or not concerns_one_object:
-            return translated
-        outage = self._outage(since=started)
-        if outage is not None:
-            return outage
-        if isinstance(translated, ObjectNotFound):
-            return translated
-        return ObjectUnreadable(
+        return request_error(
+            error,
             key,
-            f"access denied: this identity may list the store but not read it "
-            f"({error_code(error) or 403})",
+            bucket=self.bucket,
+            endpoint=self._endpoint(),
+            url=self.url,
+            outage=lambda: self._outage(since=started),
         )
 
     def _outage(self, *, since: float) -> StorageError | None:
@@ -405,43 +407,9 @@ class S3Store:
         return None
 
 
-def _rebuild(bucket: str, prefix: str, connect_timeout: float, read_timeout: float) -> S3Store:
-    return S3Store(bucket, prefix, connect_timeout=connect_timeout, read_timeout=read_timeout)
-
-
-def _parse_timestamp(value: Any) -> datetime:
-    """Parse a timestamp of a response as botocore does, quickly in the forms S3 sends.
-
-    botocore's own parser goes through dateutil: about two thirds of the CPU time of listing an
-    object (one timestamp each), and some of every GET's. S3 sends ISO 8601 in XML bodies
-    ("2024-05-01T12:00:00.000Z") and HTTP dates in headers ("Wed, 01 May 2024 12:00:00 GMT");
-    the standard library parses both. Anything else, and a date without a zone (which
-    ``parsedate_to_datetime`` would leave naive), goes to botocore's parser.
-    """
-    if isinstance(value, str):
-        try:
-            parsed = (
-                datetime.fromisoformat(value)
-                if value.endswith("Z")
-                else parsedate_to_datetime(value)
-            )
-        except (TypeError, ValueError):
-            pass
-        else:
-            if parsed.tzinfo is not None:
-                return parsed
-    return botocore.utils.parse_timestamp(value)
-
-
-def _etag(value: str) -> str:
-    return value.strip('"')
-
-
-def _response_time(metadata: Any) -> datetime:
-    date = metadata.get("HTTPHeaders", {}).get("date")
-    if date:
-        try:
-            return parsedate_to_datetime(date).astimezone(UTC)
-        except (TypeError, ValueError):
-            pass
-    return datetime.now(UTC)
+def _rebuild(
+    bucket: str, prefix: str, connect_timeout: float, read_timeout: float, reader: S3Reader
+) -> S3Store:
+    return S3Store(
+        bucket, prefix, connect_timeout=connect_timeout, read_timeout=read_timeout, reader=reader
+    )

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from botocore.exceptions import (
     ClientError,
     CredentialRetrievalError,
@@ -118,3 +120,35 @@ def status_code(error: Exception) -> int | None:
     if not isinstance(error, ClientError):
         return None
     return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def request_error(
+    error: Exception,
+    key: str | None,
+    *,
+    bucket: str,
+    endpoint: str,
+    url: str,
+    outage: Callable[[], StorageError | None],
+) -> StorageError:
+    """Translate a boto3 error into the one-sentence error a user can act on.
+
+    A request about one object that is refused, or finds no object, while the store can still
+    be listed concerns that object; when the store cannot be listed either (``outage`` says
+    why), it is the store's outage (a server may report a deleted bucket as a missing key),
+    never a reason to record or retire the object.
+    """
+    translated = translate_s3_error(error, key, bucket=bucket, endpoint=endpoint, url=url)
+    concerns_one_object = isinstance(translated, ObjectNotFound) or is_refusal(error)
+    if key is None or isinstance(translated, ObjectUnreadable) or not concerns_one_object:
+        return translated
+    down = outage()
+    if down is not None:
+        return down
+    if isinstance(translated, ObjectNotFound):
+        return translated
+    return ObjectUnreadable(
+        key,
+        f"access denied: this identity may list the store but not read it "
+        f"({error_code(error) or 403})",
+    )

@@ -85,9 +85,10 @@ def test_search_tags_requires_all_tags(migrated_engine: Engine) -> None:
     with Session(migrated_engine) as session:
         found = search_tags(session, TagQuery(all_tags=("sky", "beach")))
 
+    # In the order mlc first saw them (c.jpg was registered first), not by name.
     assert found == [
-        FoundImage("s3://b/a.jpg", "v1", model_tags(("beach", 0.9), ("dog", 0.9), ("sky", 0.9))),
         FoundImage("s3://b/c.jpg", "v1", model_tags(("beach", 0.9), ("sky", 0.9))),
+        FoundImage("s3://b/a.jpg", "v1", model_tags(("beach", 0.9), ("dog", 0.9), ("sky", 0.9))),
     ]
 
 

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from mlc_core.db import tag_search
 from mlc_core.db.images import ImageRecord, register_images
 from mlc_core.db.labels import LabelRecord, upsert_labels
 from mlc_core.db.scores import ImageScore, write_scores
@@ -15,6 +16,7 @@ from mlc_core.db.tag_search import (
     ClassBand,
     ShownTag,
     TagQuery,
+    count_tags,
     require_known_tags,
     search_tags,
 )
@@ -117,6 +119,20 @@ QUESTIONS = [
         f"WHERE image_uri > '{ROOT}b.jpg' ORDER BY image_uri LIMIT 2",
     ),
     (
+        TagQuery(all_tags=("sky",), source="human"),
+        "SELECT image_uri FROM current_tags WHERE tag = 'sky' AND source = 'human' "
+        "ORDER BY image_uri",
+    ),
+    (
+        TagQuery(any_tags=("dog", "sky"), source="model"),
+        "SELECT DISTINCT image_uri FROM current_tags WHERE tag IN ('dog', 'sky') "
+        "AND source = 'model' ORDER BY image_uri",
+    ),
+    (
+        TagQuery(source="human"),
+        "SELECT DISTINCT image_uri FROM current_tags WHERE source = 'human' ORDER BY image_uri",
+    ),
+    (
         TagQuery(band=ClassBand("sky", 0.5, 0.9)),
         "SELECT image_uri FROM current_scores WHERE class_name = 'sky' "
         "AND probability BETWEEN 0.5 AND 0.9 ORDER BY image_uri",
@@ -126,6 +142,25 @@ QUESTIONS = [
         "SELECT image_uri FROM current_scores WHERE class_name = 'beach' AND probability <= 0.5 "
         "AND image_uri IN (SELECT image_uri FROM current_tags WHERE tag = 'dog') "
         "ORDER BY image_uri",
+    ),
+    (
+        TagQuery(all_tags=("dog",), none_tags=("sky",), limit=1),
+        "SELECT image_uri FROM current_tags WHERE tag = 'dog' AND image_uri NOT IN "
+        "(SELECT image_uri FROM current_tags WHERE tag = 'sky') ORDER BY image_uri LIMIT 1",
+    ),
+    (
+        TagQuery(source="human"),
+        "SELECT DISTINCT image_uri FROM current_tags WHERE source = 'human' ORDER BY image_uri",
+    ),
+    (
+        TagQuery(all_tags=("dog",), source="model"),
+        "SELECT image_uri FROM current_tags WHERE tag = 'dog' AND source = 'model' "
+        "ORDER BY image_uri",
+    ),
+    (
+        TagQuery(any_tags=("dog", "sky"), source="human"),
+        "SELECT DISTINCT image_uri FROM current_tags WHERE tag IN ('dog', 'sky') "
+        "AND source = 'human' ORDER BY image_uri",
     ),
 ]
 
@@ -142,18 +177,58 @@ QUESTIONS = [
         "min-prob",
         "prefix",
         "page",
+        "source-human",
+        "source-model-any",
+        "source-only",
         "band",
         "band-all",
+        "page-all",
+        "source",
+        "source-all",
+        "source-any",
     ],
 )
+@pytest.mark.parametrize(
+    ("drive_below", "chunk"),
+    [(50_000, 2_000), (50_000, 1), (0, 2_000)],
+    ids=["as-shipped", "one-id-chunks", "walk-all-images"],
+)
 def test_each_question_gets_the_views_answer(
-    tagged: tuple[Engine, int], question: TagQuery, sql: str
+    tagged: tuple[Engine, int],
+    question: TagQuery,
+    sql: str,
+    drive_below: int,
+    chunk: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Both ways of walking (from a rare tag's rows in chunks, or over all images) give the
+    views' answer, in id order (here also the order of the keys)."""
+    monkeypatch.setattr(tag_search, "_POSTINGS_DRIVE_BELOW", drive_below)
+    monkeypatch.setattr(tag_search, "_POSTINGS_CHUNK", chunk)
     engine, _ = tagged
     expected = view_uris(engine, sql)
 
     assert found_uris(engine, question) == expected
     assert expected  # the fixture answers every question with at least one image
+
+
+def test_tag_counts_equal_the_views_counts(tagged: tuple[Engine, int]) -> None:
+    engine, _ = tagged
+    with engine.connect() as connection:
+        expected = dict(
+            connection.execute(
+                text("SELECT tag, COUNT(*) FROM current_tags GROUP BY tag ORDER BY tag")
+            ).all()
+        )
+        human = dict(
+            connection.execute(
+                text("SELECT tag, COUNT(*) FROM current_tags WHERE source = 'human' GROUP BY tag")
+            ).all()
+        )
+    with Session(engine) as session:
+        assert count_tags(session) == expected
+        assert count_tags(session, source="human") == human == {"dog": 1, "sky": 1}
+        assert count_tags(session, uri_prefix=ROOT + "sub/") == {"beach": 1, "dog": 1, "sky": 1}
 
 
 def test_labels_win_over_the_model(tagged: tuple[Engine, int]) -> None:

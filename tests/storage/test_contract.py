@@ -25,14 +25,21 @@ KEYS = [
 KEYS_IN_S3_ORDER = sorted(KEYS, key=lambda key: key.encode("utf-8"))
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3 obstore reads", "s3 boto3 reads"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         # Created, as the S3 store's bucket is: a missing folder is a store that is not there.
         local = LocalStore(tmp_path / "store")
         local.check()
         return local
-    return open_store(request.getfixturevalue("s3_store_url"))
+    reader = "obstore" if "obstore" in request.param else "boto3"
+    s3_store = open_store(request.getfixturevalue("s3_store_url"), s3_reader=reader)
+    s3_store.check()
+    # The read path asked for is the one under test, not a quiet fallback to boto3.
+    assert isinstance(s3_store, S3Store) and (s3_store._obstore is not None) == (
+        reader == "obstore"
+    )
+    return s3_store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -283,3 +290,16 @@ def test_a_listing_that_ran_to_its_end_is_complete(store: ObjectStore) -> None:
 
     assert sum(len(page) for page in pages) == 6
     assert listing.complete and listing.unreadable == []
+
+
+def test_a_listing_after_a_start_key_yields_only_the_keys_after_it(store: ObjectStore) -> None:
+    put_all(store, KEYS)
+    for start in ("images/a b.jpg", "images/zebra/", "images/"):
+        expected = [key for key in KEYS_IN_S3_ORDER if key.encode() > start.encode()]
+        listed = [info.key for page in store.list_pages(start_after=start) for info in page]
+        assert sorted(listed, key=str.encode) == expected, start
+
+
+def test_a_listing_after_the_last_key_is_empty(store: ObjectStore) -> None:
+    put_all(store, KEYS)
+    assert list(store.list_pages("images/", start_after=KEYS_IN_S3_ORDER[-1])) == []

@@ -212,12 +212,34 @@ def test_refused_credentials_stay_a_store_wide_outage_on_an_object_read(
     ],
 )
 def test_archived_and_kms_refused_objects_are_unreadable_objects(
-    s3_store_url: str, code: str, message: str, reason: str
+    s3_store_url: str,
+    s3_reader: str,
+    code: str,
+    message: str,
+    reason: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from botocore.stub import Stubber
 
     store = open_store(s3_store_url)
     assert isinstance(store, S3Store)
+    if s3_reader == "obstore":
+        # The server cannot be made to answer so; obstore is given the answer in the words
+        # its errors carry (status line, then the XML body).
+        import obstore
+
+        def refused(*_: object, **__: object) -> None:
+            raise OSError(
+                "Error performing GET http://s3/b/images/archived.jpg in 1ms - Server returned "
+                f"non-2xx status code: 403 Forbidden: <Error><Code>{code}</Code>"
+                f"<Message>{message}</Message></Error>\n\nDebug source: ..."
+            )
+
+        store._client()
+        monkeypatch.setattr(obstore, "get", refused)
+        with pytest.raises(ObjectUnreadable, match=reason):
+            store.get("images/archived.jpg")
+        return
     with Stubber(store._client()) as stubber:
         stubber.add_client_error("get_object", code, message, http_status_code=403)
         with pytest.raises(ObjectUnreadable, match=reason):

@@ -8,7 +8,7 @@ import pytest
 from botocore.utils import parse_timestamp
 
 from mlc_core.storage import open_store
-from mlc_core.storage.s3 import _parse_timestamp
+from mlc_core.storage.s3_client import parse_timestamp as _parse_timestamp
 
 
 @pytest.mark.parametrize(

@@ -89,12 +89,14 @@ def plan_scoring(
     shard_size: int | None = None,
     discover: bool = True,
     force_retire: bool = False,
+    start_after: str | None = None,
 ) -> ScoringPlan:
     """Register the images under ``prefixes`` and split the pending ones into shards.
 
     ``prefixes``, ``mode``, ``batch_size``, ``discover`` and ``force_retire`` are as for
     :func:`mlc_core.jobs.scoring.score_images`; ``shard_size`` (pending images per shard)
-    defaults to ``MLC_SCORING__SHARD_SIZE``.
+    defaults to ``MLC_SCORING__SHARD_SIZE``; ``start_after`` lists only the keys after it
+    (see :func:`~mlc_core.jobs.scoring.discovery.discover_images`: it retires nothing).
 
     Returns:
         Discovery's counts with the pending total, and the shards in id order (none when
@@ -116,7 +118,13 @@ def plan_scoring(
         with workspace.transaction() as session:
             since = database_now(session)
         report, scope = _discover(
-            workspace, chosen, checked_mode, since, discover=discover, force_retire=force_retire
+            workspace,
+            chosen,
+            checked_mode,
+            since,
+            discover=discover,
+            force_retire=force_retire,
+            start_after=start_after,
         )
         with workspace.transaction() as session:
             ranges = list(pending_image_ranges(session, scope, size=size))
@@ -159,6 +167,7 @@ def _discover(
     *,
     discover: bool,
     force_retire: bool,
+    start_after: str | None,
 ) -> tuple[ScoreReport, ScoringScope]:
     """Discovery's report, and the scope of the images the champion has to score."""
     with workspace.transaction() as session:
@@ -169,7 +178,7 @@ def _discover(
         model_version=model_version, mode=mode, prefixes=prefixes, drift_basis=basis
     )
     if discover:
-        discover_images(workspace, prefixes, report, force_retire=force_retire)
+        discover_images(workspace, prefixes, report, force_retire=force_retire, since=start_after)
     scope = ScoringScope(
         model_version_id=model_version_id,
         mode=mode,

@@ -1,0 +1,205 @@
+"""One photo set of the scoring benchmark: the stage floor, the pipeline with one and two
+worker processes, and the Ray Data peer, all on the same images, model and database server.
+
+Used by ``python -m benchmarks.scoring``; see that module for the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO_ROOT, S3Service, create_bucket, fresh_postgres_database
+from benchmarks.scoring_floor import (
+    StageFloor,
+    database_floor_ms,
+    decode_floor_ms,
+    get_floor_ms,
+)
+
+FLOOR_SAMPLE = 400
+
+
+@dataclass
+class PipelineRun:
+    """The scoring job in ``processes`` worker processes side by side on one database."""
+
+    processes: int
+    scored: int
+    wall_seconds: float
+    # Of the first process: CPU per image in its scoring phase, and its images/s there.
+    phase_cpu_ms: float
+    phase_images_per_second: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.scored / self.wall_seconds
+
+
+@dataclass
+class PhotoSetResult:
+    label: str
+    images: int
+    floor: StageFloor
+    pipelines: list[PipelineRun]
+    server_cpu_ms: float
+    ray: Any  # a RayResult, or the reason Ray Data could not run (str)
+    boto3_get_ms: float = 0.0
+
+
+def _run_processes(count: int, environment: dict[str, str]) -> PipelineRun:
+    """Start ``count`` scoring children at once; wait for all of them."""
+    started = time.monotonic()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.scoring", "child"],
+            cwd=REPO_ROOT,
+            env={**os.environ, **environment},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    outputs = []
+    for child in children:
+        stdout, _ = child.communicate()
+        if child.returncode != 0:
+            raise SystemExit(f"scoring child failed with status {child.returncode}")
+        outputs.append(json.loads([line for line in stdout.splitlines() if line[:1] == "{"][-1]))
+    wall = time.monotonic() - started
+    first = outputs[0]
+    done = max(first["scored"] + first["failed"], 1)
+    return PipelineRun(
+        processes=count,
+        scored=sum(output["scored"] for output in outputs),
+        wall_seconds=wall,
+        phase_cpu_ms=first["scoring_cpu_seconds"] / done * 1000,
+        phase_images_per_second=first["scoring_images_per_second"],
+    )
+
+
+def measure_photo_set(
+    label: str,
+    photos: list[bytes],
+    count: int,
+    *,
+    model: Any,
+    s3: S3Service,
+    server_url: str,
+    batch_size: int,
+    inference_ms: float,
+    ray_actors: int,
+) -> PhotoSetResult:
+    """Upload ``count`` objects of ``photos`` to a fresh bucket and measure the set."""
+    from benchmarks.scoring import _child_environment, _register_champion, _settings, _upload
+    from mlc_core.jobs.workspace import open_workspace
+    from mlc_core.storage import open_store
+
+    bucket = create_bucket()
+    storage_url = f"s3://{bucket}/bench"
+    with tempfile.TemporaryDirectory(prefix="mlc-bench-home-") as home:
+
+        def workspace_on(database_url: str) -> Any:
+            workspace = open_workspace(_settings(database_url, storage_url, Path(home), batch_size))
+            _register_champion(workspace, model)
+            return workspace
+
+        with fresh_postgres_database(server_url) as database_url:
+            workspace = workspace_on(database_url)
+            try:
+                _upload(workspace, photos, count)
+                get_ms, sample = get_floor_ms(workspace.store, FLOOR_SAMPLE)
+                boto3_get_ms, _ = get_floor_ms(
+                    open_store(storage_url, s3_reader="boto3"), FLOOR_SAMPLE
+                )
+                decode_ms = decode_floor_ms(sample, model.image_size)
+                claim_ms, write_ms = database_floor_ms(workspace, batch_size, limit=count)
+            finally:
+                workspace.close()
+        floor = StageFloor(get_ms, decode_ms, inference_ms, claim_ms, write_ms)
+        print(f"  {label}: floor {floor.describe()}", flush=True)
+        pipelines, server_cpu_ms = [], 0.0
+        for processes in (1, 2):
+            with fresh_postgres_database(server_url) as database_url:
+                workspace_on(database_url).close()
+                environment = _child_environment(
+                    _settings(database_url, storage_url, Path(home), batch_size)
+                )
+                server_before = s3.cpu_seconds()
+                run = _run_processes(processes, environment)
+                if processes == 1:
+                    server_cpu_ms = (s3.cpu_seconds() - server_before) / max(run.scored, 1) * 1000
+                pipelines.append(run)
+                print(
+                    f"  {label}: {processes} process(es) scored {run.scored} in "
+                    f"{run.wall_seconds:.1f} s",
+                    flush=True,
+                )
+    ray = _ray_peer(f"{bucket}/bench/images/", s3, server_url, model, batch_size, ray_actors)
+    return PhotoSetResult(label, count, floor, pipelines, server_cpu_ms, ray, boto3_get_ms)
+
+
+def _ray_peer(
+    bucket_path: str, s3: S3Service, server_url: str, model: Any, batch_size: int, actors: int
+) -> Any:
+    try:
+        from benchmarks.scoring_ray import score_with_ray
+    except ImportError as error:
+        return f"Ray Data is not installed ({error}); pip install -e '.[bench]'"
+    with fresh_postgres_database(server_url) as database_url:
+        try:
+            result = score_with_ray(
+                bucket_path=bucket_path,
+                s3_environment=s3.environment,
+                database_url=database_url,
+                model=model,
+                batch_size=batch_size,
+                actors=actors,
+            )
+        except ImportError as error:
+            return f"Ray Data is not installed ({error}); pip install -e '.[bench]'"
+    print(f"  Ray Data scored {result.images} in {result.seconds:.1f} s", flush=True)
+    return result
+
+
+def describe_photo_set(result: PhotoSetResult) -> list[str]:
+    """The lines the benchmark prints for one photo set."""
+    one, two = result.pipelines
+    floor = result.floor
+    ratio = floor.total_ms / one.phase_cpu_ms
+    lines = [
+        f"  {result.label}, {result.images} images:",
+        f"    stage floor (each stage alone, one thread): {floor.describe()}; "
+        f"{floor.dominant()} dominates",
+        f"    GET client CPU: {floor.get_ms:.2f} core-ms with the obstore reader, "
+        f"{result.boto3_get_ms:.2f} with boto3's get_object; boto3 / obstore: "
+        f"{result.boto3_get_ms / floor.get_ms:.1f}  "
+        f"{'meets' if floor.get_ms <= 0.6 else 'MISSES'} target <= 0.6 ms",
+        f"    pipeline: {one.phase_cpu_ms:.2f} core-ms per image in the scoring process "
+        f"(+ {result.server_cpu_ms:.2f} in SeaweedFS, apart); floor / pipeline: {ratio:.2f}  "
+        f"{'meets' if ratio >= 0.85 else 'MISSES'} target >= 0.85",
+        f"    images/s: {one.images_per_second:.1f} with 1 worker process (whole run; "
+        f"{one.phase_images_per_second:.1f} in its scoring phase), "
+        f"{two.images_per_second:.1f} with 2 side by side; 2 / 1: "
+        f"{two.images_per_second / one.images_per_second:.2f}",
+    ]
+    if isinstance(result.ray, str):
+        lines.append(f"    Ray Data peer: not run: {result.ray}")
+    else:
+        best = max(one.images_per_second, two.images_per_second)
+        ratio_ray = one.images_per_second / result.ray.images_per_second
+        lines.append(
+            f"    Ray Data peer ({result.ray.actors} actors, whole execution): "
+            f"{result.ray.images_per_second:.1f} images/s; mlc (1 process) / Ray Data: "
+            f"{ratio_ray:.2f}  {'meets' if ratio_ray >= 1.5 else 'MISSES'} target >= 1.5; "
+            f"mlc (best of 1 and 2 processes) / Ray Data: "
+            f"{best / result.ray.images_per_second:.2f}"
+        )
+    return lines

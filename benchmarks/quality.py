@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import os
 import statistics
 import time
@@ -44,6 +45,10 @@ from mlc_core.settings import TrainingSettings
 DATASET_ENV = "MLC_BENCH_DATASET_DIR"
 DEFAULT_DATASET_DIR = Path(__file__).resolve().parents[1].parent / "shared/datasets/natural_scene"
 TEST_FRACTION = 0.2
+# The split is fixed whatever the training seed: seeds measure training variance alone.
+SPLIT_SEED = 1234
+# The imbalanced variant keeps this share of images carrying the rare class.
+RARE_SHARE = 0.05
 REFERENCE_BACKBONE = "mobilenet_v3_small"
 REFERENCE_IMAGE_SIZE = 128
 # The scoring job's batch size (ScoringSettings.batch_size); both models get the same.
@@ -89,70 +94,117 @@ def load_labels(directory: Path) -> LabeledDataset:
     return LabeledDataset(directory, keys, tags)
 
 
-def run_quality(data: LabeledDataset, settings: TrainingSettings) -> dict[str, Any]:
-    """Train ``settings`` on ``data`` as the train job does and evaluate on a 20% test split.
+@dataclass
+class Prepared:
+    """The benchmark's images decoded once, their label matrix and the fixed split."""
 
-    Returns:
-        The test metrics (``evaluate_predictions``) plus the split sizes, the epochs run, the
-        seconds spent decoding and training, and the trained model.
-    """
+    keys: list[str]
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    split: Any
+    decode_seconds: float
+
+
+def prepare(data: LabeledDataset, image_size: int, validation_fraction: float) -> Prepared:
+    """Decode every image once and split with the fixed seed ``SPLIT_SEED``."""
     from mlc_core.model.dataset import decode_labeled_images
     from mlc_core.model.split import split_dataset
-    from mlc_core.model.training import EpochReport, fit_and_calibrate, row_indices
 
     vocabulary = LabelVocabulary.from_tags(tag for tags in data.tags for tag in tags)
     started = time.perf_counter()
-    decoded = decode_labeled_images(data.keys, data.read_bytes, settings.image_size)
+    decoded = decode_labeled_images(data.keys, data.read_bytes, image_size)
     decode_seconds = time.perf_counter() - started
     if decoded.failures:
         print(f"skipped {len(decoded.failures)} unreadable images")
     tags_of = dict(zip(data.keys, data.tags, strict=True))
-    keys = decoded.keys
-    label_matrix = np.stack([vocabulary.to_multi_hot(tags_of[key]) for key in keys])
+    labels = np.stack([vocabulary.to_multi_hot(tags_of[key]) for key in decoded.keys])
     split = split_dataset(
-        keys,
-        label_matrix,
-        validation_fraction=settings.validation_fraction,
+        decoded.keys,
+        labels,
+        validation_fraction=validation_fraction,
         test_fraction=TEST_FRACTION,
-        seed=settings.seed,
+        seed=SPLIT_SEED,
     )
-    split_sizes = (len(split.train), len(split.validation), len(split.test))
     print(
-        f"{len(keys)} images, classes {', '.join(vocabulary.classes)}; split train "
-        f"{split_sizes[0]} / validation {split_sizes[1]} / test {split_sizes[2]}; "
-        f"decoded at {settings.image_size} px in {decode_seconds:.1f} s"
+        f"{len(decoded.keys)} images, classes {', '.join(vocabulary.classes)}; split train "
+        f"{len(split.train)} / validation {len(split.validation)} / test {len(split.test)} "
+        f"(seed {SPLIT_SEED}); decoded at {image_size} px in {decode_seconds:.1f} s"
     )
+    return Prepared(
+        decoded.keys, decoded.images, labels, list(vocabulary.classes), split, decode_seconds
+    )
+
+
+def labelled_share(train: list[str], fraction: float) -> list[str]:
+    """The first ``fraction`` of the train keys in a fixed hash order: the labelled ones."""
+    ordered = sorted(train, key=lambda key: hashlib.sha256(f"labels:{key}".encode()).digest())
+    return sorted(ordered[: max(1, round(fraction * len(train)))])
+
+
+def run_quality(
+    prepared: Prepared,
+    settings: TrainingSettings,
+    *,
+    label_fraction: float = 1.0,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Train ``settings`` as the train job does on a share of the training labels.
+
+    The other training images are offered as unlabelled images (used only when
+    ``settings.semi_supervised``); validation and test are always fully labelled.
+
+    Returns:
+        The test metrics (``evaluate_predictions``) plus the epochs run, the training
+        seconds, what the unlabelled images contributed, and the trained model.
+    """
+    from mlc_core.model.dataset import DecodedImages
+    from mlc_core.model.recipe import fit_and_calibrate
+    from mlc_core.model.split import DataSplit
+    from mlc_core.model.training import EpochReport, row_indices
+
+    split = prepared.split
+    labelled = labelled_share(split.train, label_fraction)
+    unlabelled_keys = sorted(set(split.train) - set(labelled))
+    part = DataSplit(labelled, split.validation, split.test)
 
     def progress(report: EpochReport) -> None:
-        print(
-            f"  epoch {report.epoch:3d}/{report.epochs}: loss {report.loss:.4f}  validation "
-            f"loss {report.validation_loss:.4f}  mAP {report.validation_map:.4f}  "
-            f"({report.seconds:.1f} s)",
-            flush=True,
-        )
+        if verbose:
+            print(
+                f"  epoch {report.epoch:3d}/{report.epochs}: loss {report.loss:.4f}  "
+                f"validation mAP {report.validation_map:.4f}  ({report.seconds:.1f} s)",
+                flush=True,
+            )
 
+    started = time.perf_counter()
     fitted = fit_and_calibrate(
-        decoded, label_matrix, split, vocabulary.classes, settings, on_epoch_end=progress
+        DecodedImages(prepared.keys, prepared.images),
+        prepared.labels,
+        part,
+        prepared.classes,
+        settings,
+        on_epoch_end=progress,
+        unlabelled=prepared.images[row_indices(prepared.keys, unlabelled_keys)],
     )
+    seconds = time.perf_counter() - started
     # Every natural_scene image carries a class, so the top-class fallback (off by default:
     # users' images may carry none) is measured here as what it would give on such data.
-    test_rows = row_indices(keys, split.test)
+    test_rows = row_indices(prepared.keys, split.test)
     with_fallback = predicted_labels(
-        fitted.predictor.predict(decoded.images[test_rows]),
+        fitted.predictor.predict(prepared.images[test_rows]),
         fitted.thresholds,
         top_class_fallback=True,
     )
-    test_truth = label_matrix[test_rows].astype(bool)
+    test_truth = prepared.labels[test_rows].astype(bool)
     return {
         **fitted.metrics,
         "fallback_hamming_loss": float(np.mean(with_fallback != test_truth)),
         "fallback_subset_accuracy": float(np.mean((with_fallback == test_truth).all(axis=1))),
-        "thresholds": fitted.thresholds,
-        "split_sizes": split_sizes,
+        "labelled_train_images": len(labelled),
+        "semi_supervised": fitted.semi_supervised,
         "epochs_run": fitted.outcome.epochs_run,
         "best_epoch": fitted.outcome.best_epoch,
-        "training_seconds": fitted.outcome.seconds,
-        "decode_seconds": decode_seconds,
+        "training_seconds": seconds,
         "model": fitted.model,
     }
 
@@ -203,7 +255,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.quality",
         description="Train the default configuration on natural_scene and print test metrics "
-        "and inference speed next to MobileNetV3Small at 128 px.",
+        "(default part), a learning curve (curve) and an imbalance comparison (imbalance).",
+    )
+    parser.add_argument(
+        "parts",
+        nargs="*",
+        choices=["default", "curve", "imbalance"],
+        default=["default"],
+        help="which parts to run, one at a time or several (default: default)",
     )
     parser.add_argument(
         "--data", help=f"data set directory (default: ${DATASET_ENV} or {DEFAULT_DATASET_DIR})"
@@ -211,48 +270,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--backbone", default=defaults.backbone)
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="split and training seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
+    parser.add_argument("--rare-class", default="sea")
+    parser.add_argument(
+        "--losses", nargs="+", default=["bce", "weighted_bce", "focal", "asymmetric"]
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings = TrainingSettings(
-        epochs=args.epochs, backbone=args.backbone, image_size=args.image_size, seed=args.seed
+        epochs=args.epochs, backbone=args.backbone, image_size=args.image_size
     )
     data = load_labels(dataset_dir(args.data))
     print(f"settings: {settings.model_dump()}")
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    result = run_quality(data, settings)
-    load_after_training = os.getloadavg()
-    ours, reference = run_speed(result["model"], len(result["support"]))
-    print()
-    print(f"test images                {result['num_images']}")
-    print(f"mAP                        {result['mean_average_precision']:.4f}")
-    print(f"micro F1                   {result['micro_f1']:.4f}")
-    print(f"macro F1                   {result['macro_f1']:.4f}")
-    print(f"hamming loss               {result['hamming_loss']:.4f}")
-    print(f"subset accuracy            {result['subset_accuracy']:.4f}")
+    from benchmarks.quality_parts import part_curve, part_default, part_imbalance
+
+    prepared = prepare(data, settings.image_size, settings.validation_fraction)
+    if "default" in args.parts:
+        part_default(prepared, settings, args.seeds)
+    if "curve" in args.parts:
+        part_curve(prepared, settings, args.fractions)
+    if "imbalance" in args.parts:
+        part_imbalance(prepared, settings, args.rare_class, args.losses)
     print(
-        f"with top-class fallback    hamming loss {result['fallback_hamming_loss']:.4f}, "
-        f"subset accuracy {result['fallback_subset_accuracy']:.4f} (an option, off by default)"
-    )
-    print(
-        "per-class AP               "
-        + ", ".join(f"{name} {ap:.3f}" for name, ap in result["average_precision"].items())
-    )
-    print(
-        f"training wall time         {result['training_seconds']:.1f} s "
-        f"({result['epochs_run']} epochs, best {result['best_epoch']}; decoding "
-        f"{result['decode_seconds']:.1f} s more)"
-    )
-    print(
-        f"load average after training {', '.join(f'{x:.2f}' for x in load_after_training)} "
+        f"\nload average at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
         f"on {os.cpu_count()} cores"
     )
-    print(f"inference {settings.backbone} @ {settings.image_size} px   {ours:.0f} images/s")
-    print(f"inference {REFERENCE_BACKBONE} @ {REFERENCE_IMAGE_SIZE} px   {reference:.0f} images/s")
-    print(f"speed ratio (default / reference) {ours / reference:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,11 @@ from mlc_core.jobs.training.train import train_model_version
 
 @flow(name="mlc-train")
 def train_flow(
-    epochs: int | None = None, backbone: str | None = None, image_size: int | None = None
+    epochs: int | None = None,
+    backbone: str | None = None,
+    image_size: int | None = None,
+    time_budget_minutes: float | None = None,
+    semi_supervised: bool | None = None,
 ) -> TrainingReport:
     """Train, evaluate and register a new model version.
 
@@ -20,6 +24,8 @@ def train_flow(
         epochs: maximum epochs (early stopping may end sooner); default from settings.
         backbone: backbone name from the registry; default from settings.
         image_size: square input side in pixels; default from settings.
+        time_budget_minutes: the most training may take; default from settings.
+        semi_supervised: learn from unlabelled images too; default from settings.
     """
     logger = get_run_logger()
     with opened_workspace() as workspace:
@@ -29,6 +35,8 @@ def train_flow(
                 ("epochs", epochs),
                 ("backbone", backbone),
                 ("image_size", image_size),
+                ("time_budget_minutes", time_budget_minutes),
+                ("semi_supervised", semi_supervised),
             )
             if value is not None
         }
@@ -50,6 +58,10 @@ def train_flow(
         report.version,
         report.status,
         report.decision,
-        report.metrics.get("mean_average_precision"),
+        _rounded(report.metrics.get("mean_average_precision")),
     )
     return report
+
+
+def _rounded(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -19,6 +19,7 @@ it as it is, without a traceback.
     ├── ImageDecodeError         bytes that are not a usable image; ``reason`` is for people
     ├── LabelsFileError          a labels CSV that cannot be read at all
     ├── TrainingDataError        not enough valid labeled images to train
+    ├── TrainingBudgetTooSmall   MLC_TRAINING__TIME_BUDGET_MINUTES is shorter than one epoch
     └── ModelError               a model cannot be built, found or trusted
         ├── UnknownBackbone      a backbone name that is not in the registry
         ├── ModelIntegrityError  a model file whose checksum does not match its card
@@ -149,6 +150,21 @@ class LabelsFileError(MlcError):
 
 class TrainingDataError(MlcError):
     """There are not enough valid labeled images to train a model."""
+
+
+class TrainingBudgetTooSmall(MlcError):
+    """The training time budget ran out before the first epoch ended; nothing was written."""
+
+    def __init__(self, budget_seconds: float, first_epoch_seconds: float) -> None:
+        self.budget_seconds = budget_seconds
+        self.first_epoch_seconds = first_epoch_seconds
+        needed = max(1, -(-int(first_epoch_seconds * 3) // 60))
+        super().__init__(
+            f"the training time budget ({budget_seconds / 60:.2g} min, "
+            f"MLC_TRAINING__TIME_BUDGET_MINUTES) is shorter than one epoch "
+            f"({first_epoch_seconds:.0f} s); no model was written: give it at least "
+            f"{needed} min, or train at a smaller MLC_TRAINING__IMAGE_SIZE"
+        )
 
 
 class ModelError(MlcError):

@@ -50,7 +50,7 @@ class TrainingSettings(BaseModel):
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     min_positives: int = Field(3, ge=1, description="classes with fewer positives are left out")
-    loss: Literal["bce", "weighted_bce", "focal"] = "bce"
+    loss: Literal["bce", "weighted_bce", "focal", "asymmetric"] = "bce"
     threshold_strategy: Literal["f1", "precision"] = "f1"
     target_precision: float = Field(0.9, gt=0, le=1)
     # The learning rate follows a cosine decay, and validation mAP climbs most in the last
@@ -58,6 +58,32 @@ class TrainingSettings(BaseModel):
     # 80 epochs and patience 10, natural_scene stopped at epoch 32, 0.05 validation mAP
     # short of the last epochs).
     early_stopping_patience: int = Field(25, ge=1)
+    time_budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "the most a training may take, from reading the images to the best checkpoint: "
+            "epochs are planned from the first ones' duration to fit it; unset for no limit"
+        ),
+    )
+    semi_supervised: bool = Field(
+        False,
+        description=(
+            "also learn from the unlabelled images under the images prefix, through confident "
+            "pseudo-labels of a first model trained on the labels (noisy student)"
+        ),
+    )
+    semi_supervised_teacher: Literal["first_model", "champion"] = Field(
+        "first_model",
+        description=(
+            "who gives pseudo-labels: a first model trained on the labels, or the champion "
+            "(when it works at the same image size; it may have trained on today's validation "
+            "images, which makes its confidence cuts optimistic)"
+        ),
+    )
+    semi_supervised_max_images: int = Field(
+        20_000, ge=1, description="the most unlabelled images one training decodes and uses"
+    )
     promotion_margin: float = Field(0.005, ge=0, le=1)
     max_class_ap_drop: float = Field(0.05, ge=0, le=1)
 

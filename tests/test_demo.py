@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -33,13 +34,18 @@ def test_demo_runs_end_to_end_twice_and_leaves_queryable_tags(
     isolated_mlc_environment: Path, tmp_path: Path
 ) -> None:
     home = isolated_mlc_environment
-    first = _run(["demo", "--images", "120", "--epochs", "4"], home, tmp_path)
+    first = _run(["demo", "--images", "120", "--epochs", "4", "--minutes", "2"], home, tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "hold-out mAP" in first.stdout
     assert "Next, try" in first.stdout
-    assert "mlc ui" in first.stdout and "http://127.0.0.1:8765/" in first.stdout
+    for hint in ("mlc tags", "mlc show images/demo/", "mlc review", "mlc ui"):
+        assert hint in first.stdout
+    assert "http://127.0.0.1:8765/" in first.stdout
+    assert "sqlite3" not in first.stdout
+    # Log lines and reports round their numbers (0.6705227209633857 was once printed).
+    assert not re.search(r"\d\.\d{7,}", first.stdout + first.stderr)
 
-    second = _run(["demo", "--images", "120", "--epochs", "4"], home, tmp_path)
+    second = _run(["demo", "--images", "120", "--epochs", "4", "--minutes", "2"], home, tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "0 new images" in second.stdout
 

@@ -146,8 +146,11 @@ def retag(
 
 @app.command()
 def demo(
-    images: Annotated[int, typer.Option(min=40, max=20000)] = 320,
-    epochs: Annotated[int, typer.Option(min=1)] = 15,
+    images: Annotated[int, typer.Option(min=40, max=20000)] = 600,
+    epochs: Annotated[int, typer.Option(min=1, help="the most epochs to train")] = 80,
+    minutes: Annotated[
+        float, typer.Option(min=0.5, max=600, help="time for the whole demo, training included")
+    ] = 3.0,
 ) -> None:
     """Run the main job end to end on a synthetic data set, then show the results."""
     from flows.demo import demo_flow
@@ -165,7 +168,7 @@ def demo(
         markup=False,
     )
     with progress_bar("demo", _describe_demo):
-        outcome = run_flow(demo_flow, images=images, epochs=epochs)
+        outcome = run_flow(demo_flow, images=images, epochs=epochs, minutes=minutes)
     for document in (
         training_summary(outcome.training),
         score_summary(outcome.scoring),
@@ -175,13 +178,14 @@ def demo(
         console.print()
     examples = outcome.holdout.examples
     first = sorted(examples[0].true_tags)[0] if examples else "circle"
+    key = examples[0].key if examples else f"{outcome.prefix}synthetic-00000.jpg"
     console.print(
         "\nNext, try:\n"
-        f"  mlc tags --tag {first}        images carrying a tag\n"
-        "  mlc models                 model versions and their metrics\n"
-        "  mlc score                  score new images under images/ (nothing new: no work)\n"
-        f"  sqlite3 {chosen.home / 'mlc.db'} 'select * from current_tags limit 5'\n"
-        f"  mlc ui                     the web page, at http://{chosen.ui.host}:{chosen.ui.port}/",
+        f"  mlc tags --tag {first}    images carrying a tag\n"
+        f"  mlc show {key}    one image: its tags, probabilities and labels\n"
+        "  mlc review    images the model is least sure of, to correct with mlc labels set\n"
+        f"  mlc ui    the same in a browser, at http://{chosen.ui.host}:{chosen.ui.port}/\n"
+        "  mlc models    model versions and their metrics",
         highlight=False,
         markup=False,
     )

@@ -37,7 +37,9 @@ def _hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, 
 
 
 def _background(rng: np.random.Generator, side: int) -> Image.Image:
-    base = rng.uniform(60, 200, size=3)
+    # A grey texture with a faint tint: a saturated background of a shape's own hue would
+    # hide it (a blue triangle on blue), and its tag would then be a label no one could see.
+    base = rng.uniform(70, 190) + rng.uniform(-15, 15, size=3)
     noise = rng.normal(0, 18, size=(side, side, 1))
     stripes = 12 * np.sin(np.arange(side) / rng.uniform(3, 9))[None, :, None]
     pixels = np.clip(base[None, None, :] * 0.6 + 50 + noise + stripes, 0, 255)

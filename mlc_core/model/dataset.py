@@ -220,6 +220,36 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(tf.reshape(mapped, [count, height, width, 3]), 0.0, 255.0)
 
 
+def erase_patches(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Strong augmentation: grey out one random box of 20-50 % of each side per image.
+
+    The noisy student learns from the teacher's confident pseudo-labels under heavier noise
+    than the teacher saw; a hidden patch makes it use more of the image than one cue.
+    Stateless and keyed by ``seed`` like :func:`augment_batch`.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
+    count = tf.shape(images)[0]
+    height = tf.cast(tf.shape(images)[1], tf.float32)
+    width = tf.cast(tf.shape(images)[2], tf.float32)
+
+    def uniform(index: int, low: float, high: float) -> tf.Tensor:
+        return tf.random.stateless_uniform([count], seeds[index], minval=low, maxval=high)
+
+    side_y, side_x = uniform(0, 0.2, 0.5) * height, uniform(1, 0.2, 0.5) * width
+    top = uniform(2, 0.0, 1.0) * (height - side_y)
+    left = uniform(3, 0.0, 1.0) * (width - side_x)
+    rows = tf.range(height)[None, :, None]
+    columns = tf.range(width)[None, None, :]
+    inside = (
+        (rows >= top[:, None, None])
+        & (rows < (top + side_y)[:, None, None])
+        & (columns >= left[:, None, None])
+        & (columns < (left + side_x)[:, None, None])
+    )
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return tf.where(inside[..., None], mean, images)
+
+
 def mix_batch(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Mixup: blend each image and its labels with those of another image of the batch.
 
@@ -243,7 +273,13 @@ def mix_batch(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf
 
 
 def make_training_dataset(
-    images: np.ndarray, labels: np.ndarray, *, batch_size: int, seed: int, augment: bool
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int,
+    augment: bool,
+    strong: bool = False,
 ) -> tf.data.Dataset:
     """Return a reusable dataset of shuffled ``(float32 images, float32 labels)`` batches.
 
@@ -261,6 +297,8 @@ def make_training_dataset(
         seed: seeds the shuffling and the augmentation.
         augment: flip, crop-and-zoom and colour-jitter each image, then mix pairs of
             images and their labels (:func:`mix_batch`); for training only.
+        strong: with ``augment``, also erase a random patch of each image
+            (:func:`erase_patches`), for a student learning from pseudo-labels.
 
     Raises:
         ValueError: the arrays have the wrong shapes or there are no images.
@@ -282,6 +320,12 @@ def make_training_dataset(
             lambda batch, batch_seed: (augment_batch(batch[0], batch_seed), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
+        if strong:
+            erase_seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True)
+            dataset = tf.data.Dataset.zip(dataset, erase_seeds.batch(2)).map(
+                lambda batch, batch_seed: (erase_patches(batch[0], batch_seed), batch[1]),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
         mix_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
         dataset = tf.data.Dataset.zip(dataset, mix_seeds.batch(2)).map(
             lambda batch, batch_seed: mix_batch(batch[0], batch[1], batch_seed),

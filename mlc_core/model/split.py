@@ -52,7 +52,8 @@ def split_dataset(
 
     Args:
         keys: one unique key per image.
-        label_matrix: multi-hot matrix of shape ``(len(keys), num_classes)`` holding 0 and 1.
+        label_matrix: multi-hot matrix of shape ``(len(keys), num_classes)`` holding 0 and 1,
+            or NaN where a class is unknown for an image (stratified as not positive).
         validation_fraction: share of images for validation, greater than 0.
         test_fraction: share of images for test, greater than 0; the two sum to less than 1.
         seed: changes the split; the same seed and images always give the same split.
@@ -169,9 +170,10 @@ def _validated_positives(keys: Sequence[str], label_matrix: np.ndarray) -> np.nd
         if key in seen:
             raise ValueError(f"image key {key!r} appears more than once; keys must be unique")
         seen.add(key)
-    if not np.isin(matrix, (0, 1)).all():
-        raise ValueError("label_matrix must hold only 0 and 1 (a multi-hot matrix)")
-    return matrix.astype(np.int64)
+    if not (np.isin(matrix, (0, 1)) | np.isnan(matrix.astype(np.float64))).all():
+        raise ValueError("label_matrix must hold only 0 and 1 (a multi-hot matrix), or NaN")
+    # Stratification spreads the known positives; an unknown entry is no positive to spread.
+    return (matrix == 1).astype(np.int64)
 
 
 def _validated_fractions(validation_fraction: float, test_fraction: float) -> np.ndarray:

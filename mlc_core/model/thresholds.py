@@ -63,7 +63,8 @@ def calibrate_thresholds(
     An image is tagged with class ``j`` when its probability is ``>=`` the threshold.
 
     Args:
-        y_true: 0/1 matrix of shape ``(num_images, num_classes)`` (validation labels).
+        y_true: 0/1 matrix of shape ``(num_images, num_classes)`` (validation labels), NaN
+            where a class is unknown for an image (those entries are left out).
         y_prob: the model's probabilities for the same images, same shape.
         strategy: ``"f1"`` maximises each class's F1 on validation; ``"precision"`` takes
             the lowest threshold whose validation precision reaches ``target_precision``
@@ -92,8 +93,15 @@ def calibrate_thresholds(
     notes: list[str] = []
     for column in range(truth.shape[1]):
         name = f"class {classes[column]!r}" if classes is not None else f"class {column}"
+        # Images whose label of this class is unknown (NaN) say nothing about its cut.
+        known = ~np.isnan(truth[:, column])
         threshold, class_notes = _threshold_of_class(
-            truth[:, column], probabilities[:, column], strategy, target_precision, default, name
+            truth[known, column],
+            probabilities[known, column],
+            strategy,
+            target_precision,
+            default,
+            name,
         )
         thresholds.append(threshold)
         notes.extend(class_notes)
@@ -110,6 +118,8 @@ def _threshold_of_class(
 ) -> tuple[float, list[str]]:
     """One class's threshold (clipped to the bounds) and the notes it earned."""
     num_positives = int(labels.sum())
+    if len(labels) == 0:
+        return default, [f"{name} is known for no validation image; threshold stays at {default}"]
     if num_positives == 0:
         return default, [f"{name} has no positives in validation; threshold stays at {default}"]
     if num_positives == len(labels):

@@ -1,8 +1,7 @@
 """Fit a model with early stopping on validation mean average precision.
 
-:func:`train_model` is the training loop; :func:`fit_and_calibrate` is the whole recipe around
-it (build, loss, train, calibrate thresholds on validation, evaluate on test) that the train
-job and the quality benchmark share, so the benchmark measures what ``mlc train`` ships.
+:func:`train_model` is the training loop; :func:`mlc_core.model.recipe.fit_and_calibrate` is
+the whole recipe around it that the train job and the quality benchmark share.
 """
 
 from __future__ import annotations
@@ -12,36 +11,24 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from mlc_core.model.backbones import require_tensorflow_backend
-from mlc_core.model.build import build_model
-from mlc_core.model.dataset import DecodedImages, make_training_dataset
-from mlc_core.model.losses import make_loss
-from mlc_core.model.metrics import evaluate_predictions, mean_average_precision
-from mlc_core.model.predict import Predictor
-from mlc_core.model.split import DataSplit
-from mlc_core.model.thresholds import calibrate_thresholds
-
-if TYPE_CHECKING:
-    from mlc_core.settings import TrainingSettings
+from mlc_core.model.budget import EpochPlan, PlannedCosineSchedule
+from mlc_core.model.metrics import mean_average_precision
 
 logger = logging.getLogger(__name__)
 
 VALIDATION_BATCH_SIZE = 64
-# The scoring job's default batch size; the batch size does not change the probabilities.
-PREDICT_BATCH_SIZE = 64
 # Decoupled weight decay (scaled by the learning rate in AdamW, so about 4e-4 per step at the
 # peak rate). On natural_scene (1,300 training images, from scratch) 0.2 together with
 # stronger crops and dropout 0.3 generalized better than 0.05. Norm scales and biases are
 # exempt.
 WEIGHT_DECAY = 0.2
-WARMUP_FRACTION = 0.05
-FINAL_LEARNING_RATE_FRACTION = 0.01
 
 
 @dataclass
@@ -49,7 +36,7 @@ class EpochReport:
     """What happened in one epoch; ``epoch`` counts from 1."""
 
     epoch: int
-    epochs: int
+    epochs: int  # the epochs planned at this point (a time budget may cut them)
     loss: float
     validation_loss: float
     validation_map: float | None
@@ -64,51 +51,15 @@ class TrainingOutcome:
     epochs_run: int
     history: list[EpochReport]
     seconds: float
-
-
-@dataclass
-class FittedModel:
-    """The result of :func:`fit_and_calibrate`: a trained model, its thresholds and test scores.
-
-    Attributes:
-        model: the trained model, holding the weights of its best epoch.
-        predictor: a :class:`Predictor` of ``model``, already traced, for further scoring.
-        outcome: the training loop's epochs and time.
-        thresholds: one per class, calibrated on the validation rows.
-        threshold_notes: a sentence for each class whose threshold fell back or was clipped.
-        metrics: :func:`evaluate_predictions` of the test rows at ``thresholds``.
-    """
-
-    model: keras.Model
-    predictor: Predictor
-    outcome: TrainingOutcome
-    thresholds: list[float]
-    threshold_notes: list[str]
-    metrics: dict[str, Any]
+    planned_epochs: int = 0
+    budget_seconds: float | None = None
+    stopped_at_budget: bool = False
 
 
 def row_indices(keys: Sequence[str], wanted: Iterable[str]) -> np.ndarray:
     """Return the positions in ``keys`` of the ``wanted`` keys, in the order of ``wanted``."""
     position = {key: row for row, key in enumerate(keys)}
     return np.array([position[key] for key in wanted], dtype=np.int64)
-
-
-def _learning_rate_schedule(
-    learning_rate: float, steps_per_epoch: int, epochs: int
-) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """A short linear warmup then cosine decay over the planned epochs."""
-    if steps_per_epoch < 1:
-        # Unknown dataset length: without a step count there is no schedule to plan.
-        return learning_rate
-    total_steps = steps_per_epoch * epochs
-    warmup_steps = int(total_steps * WARMUP_FRACTION)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=learning_rate * 0.1 if warmup_steps else learning_rate,
-        decay_steps=max(total_steps - warmup_steps, 1),
-        alpha=FINAL_LEARNING_RATE_FRACTION,
-        warmup_target=learning_rate if warmup_steps else None,
-        warmup_steps=warmup_steps,
-    )
 
 
 class _EarlyStoppingOnMap(keras.callbacks.Callback):
@@ -119,15 +70,20 @@ class _EarlyStoppingOnMap(keras.callbacks.Callback):
         validation_images: np.ndarray,
         validation_labels: np.ndarray,
         loss: keras.losses.Loss,
-        epochs: int,
+        plan: EpochPlan,
         patience: int,
         on_epoch_end: Callable[[EpochReport], None] | None,
+        schedule: PlannedCosineSchedule | None,
+        steps_per_epoch: int,
     ) -> None:
         super().__init__()
+        self.plan = plan
+        self.schedule = schedule
+        self.steps_per_epoch = steps_per_epoch
+        self.training_started = time.perf_counter()
         self.validation_images = validation_images
         self.validation_labels = validation_labels.astype(np.float32, copy=False)
         self.loss = loss
-        self.epochs = epochs
         self.patience = patience
         self.report = on_epoch_end
         self.history: list[EpochReport] = []
@@ -164,7 +120,7 @@ class _EarlyStoppingOnMap(keras.callbacks.Callback):
         validation_map = mean_average_precision(self.validation_labels, probabilities)
         report = EpochReport(
             epoch=epoch + 1,
-            epochs=self.epochs,
+            epochs=self.plan.planned_epochs,
             loss=float((logs or {}).get("loss", math.nan)),
             validation_loss=validation_loss,
             validation_map=validation_map,
@@ -190,6 +146,17 @@ class _EarlyStoppingOnMap(keras.callbacks.Callback):
             self.epochs_without_improvement += 1
             if self.epochs_without_improvement >= self.patience:
                 self.model.stop_training = True
+        planned = self.plan.planned_epochs
+        elapsed = time.perf_counter() - self.training_started
+        if not self.plan.after_epoch(report.epoch, elapsed, report.seconds):
+            self.model.stop_training = True
+        if self.schedule is not None and self.plan.planned_epochs != planned:
+            self.schedule.replan(self.plan.planned_epochs * self.steps_per_epoch)
+            logger.info(
+                "time budget: %d epochs planned (%.0f s an epoch)",
+                self.plan.planned_epochs,
+                report.seconds,
+            )
         if self.report is not None:
             self.report(report)
 
@@ -206,6 +173,8 @@ def train_model(
     patience: int,
     seed: int,
     on_epoch_end: Callable[[EpochReport], None] | None = None,
+    time_budget_seconds: float | None = None,
+    started: float | None = None,
 ) -> TrainingOutcome:
     """Train ``model`` in place and leave it holding the weights of its best epoch.
 
@@ -214,6 +183,10 @@ def train_model(
     ``learning_rate``. After every epoch the validation images are scored; training stops
     once validation mAP (mean over classes with a positive of average precision) has not
     improved for ``patience`` epochs, and the weights of the best epoch are restored.
+
+    With ``time_budget_seconds``, the first epochs are timed and the epochs planned to fit
+    the budget (:mod:`mlc_core.model.budget`); the schedule decays over the planned epochs and
+    training stops before an epoch would end past the budget, keeping the best epoch.
 
     Python, NumPy and TensorFlow are seeded with ``seed`` first; for identical initial
     weights, seed before building the model too.
@@ -229,21 +202,35 @@ def train_model(
         patience: epochs without improvement before stopping.
         seed: seeds every random number generator involved.
         on_epoch_end: called with each epoch's report, e.g. to draw progress.
+        time_budget_seconds: the most the training loop may take; ``None`` for no limit.
+        started: a ``time.perf_counter()`` reading the budget counts from (default: now).
 
     Returns:
-        The best epoch, how many epochs ran, every epoch's report and the total time.
+        The best epoch, how many epochs ran and were planned, every epoch's report, the total
+        time and whether the budget stopped training.
 
     Raises:
         ValueError: ``epochs``, ``patience`` or the validation arrays are unusable.
+        TrainingBudgetTooSmall: the first epoch ended past the budget.
     """
     require_tensorflow_backend()
     _check_arguments(epochs, patience, validation_images, validation_labels)
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     keras.utils.set_random_seed(seed)
-    _compile(model, loss, learning_rate, int(train.cardinality()), epochs)
+    steps_per_epoch = int(train.cardinality())
+    schedule = _compile(model, loss, learning_rate, steps_per_epoch, epochs)
+    plan = EpochPlan(epochs, time_budget_seconds)
     monitor = _EarlyStoppingOnMap(
-        validation_images, validation_labels, loss, epochs, patience, on_epoch_end
+        validation_images,
+        validation_labels,
+        loss,
+        plan,
+        patience,
+        on_epoch_end,
+        schedule,
+        steps_per_epoch,
     )
+    monitor.training_started = started
     model.fit(train, epochs=epochs, verbose=0, shuffle=False, callbacks=[monitor])
     if monitor.best_weights is not None:
         model.set_weights(monitor.best_weights)
@@ -252,6 +239,9 @@ def train_model(
         epochs_run=len(monitor.history),
         history=monitor.history,
         seconds=time.perf_counter() - started,
+        planned_epochs=plan.planned_epochs,
+        budget_seconds=time_budget_seconds,
+        stopped_at_budget=plan.stopped_at_budget,
     )
 
 
@@ -273,110 +263,17 @@ def _compile(
     learning_rate: float,
     steps_per_epoch: int,
     epochs: int,
-) -> None:
+) -> PlannedCosineSchedule | None:
+    # Unknown dataset length: without a step count there is no schedule to plan.
+    schedule = (
+        PlannedCosineSchedule(learning_rate, steps_per_epoch * epochs)
+        if steps_per_epoch >= 1
+        else None
+    )
     optimizer = keras.optimizers.AdamW(
-        learning_rate=_learning_rate_schedule(learning_rate, steps_per_epoch, epochs),
+        learning_rate=learning_rate if schedule is None else schedule,
         weight_decay=WEIGHT_DECAY,
     )
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
-
-
-def fit_and_calibrate(
-    decoded: DecodedImages,
-    labels: np.ndarray,
-    split: DataSplit,
-    classes: Sequence[str],
-    settings: TrainingSettings,
-    *,
-    on_epoch_end: Callable[[EpochReport], None] | None = None,
-) -> FittedModel:
-    """Build, train, calibrate and evaluate one model the way ``mlc train`` does.
-
-    The model is built from ``settings`` after seeding with ``settings.seed``, so the same
-    data and settings give the same initial weights. It trains on the train rows with
-    augmentation and early stopping on the validation rows; per-class thresholds are then
-    calibrated on the validation rows and the test rows are evaluated at those thresholds.
-
-    Args:
-        decoded: the images, decoded at ``settings.image_size``, and their keys.
-        labels: multi-hot ``(N, num_labels)``, row ``i`` for ``decoded.keys[i]``, columns in
-            the order of ``classes``.
-        split: which keys train, validate and test; every key must be in ``decoded.keys``.
-        classes: the class names, one per label column.
-        settings: backbone, weights, loss, epochs and threshold strategy.
-        on_epoch_end: called with each epoch's report, e.g. to draw progress.
-
-    Returns:
-        The trained model, its predictor, the training outcome, the thresholds and notes, and
-        the test metrics.
-
-    Raises:
-        ValueError: the validation split is empty, or an argument is out of range.
-        KeyError: ``split`` names a key that is not in ``decoded.keys``.
-    """
-    images = decoded.images
-    train_rows = row_indices(decoded.keys, split.train)
-    validation_rows = row_indices(decoded.keys, split.validation)
-    test_rows = row_indices(decoded.keys, split.test)
-    model, outcome = _build_and_train(
-        images, labels, train_rows, validation_rows, len(classes), settings, on_epoch_end
-    )
-    predictor = Predictor(model, batch_size=PREDICT_BATCH_SIZE)
-    calibration = calibrate_thresholds(
-        labels[validation_rows],
-        predictor.predict(images[validation_rows]),
-        strategy=settings.threshold_strategy,
-        target_precision=settings.target_precision,
-        classes=list(classes),
-    )
-    thresholds = [float(t) for t in calibration.thresholds]
-    return FittedModel(
-        model=model,
-        predictor=predictor,
-        outcome=outcome,
-        thresholds=thresholds,
-        threshold_notes=list(calibration.notes),
-        metrics=evaluate_predictions(
-            labels[test_rows], predictor.predict(images[test_rows]), thresholds, list(classes)
-        ),
-    )
-
-
-def _build_and_train(
-    images: np.ndarray,
-    labels: np.ndarray,
-    train_rows: np.ndarray,
-    validation_rows: np.ndarray,
-    num_labels: int,
-    settings: TrainingSettings,
-    on_epoch_end: Callable[[EpochReport], None] | None,
-) -> tuple[keras.Model, TrainingOutcome]:
-    keras.utils.set_random_seed(settings.seed)
-    model = build_model(
-        settings.backbone,
-        num_labels,
-        settings.image_size,
-        weights=settings.weights,
-        dropout_rate=settings.dropout_rate,
-    )
-    loss = make_loss(settings.loss, positive_rates=labels[train_rows].mean(axis=0))
-    outcome = train_model(
-        model,
-        make_training_dataset(
-            images[train_rows],
-            labels[train_rows],
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            augment=True,
-        ),
-        images[validation_rows],
-        labels[validation_rows],
-        epochs=settings.epochs,
-        learning_rate=settings.learning_rate,
-        loss=loss,
-        patience=settings.early_stopping_patience,
-        seed=settings.seed,
-        on_epoch_end=on_epoch_end,
-    )
-    return model, outcome
+    return schedule

@@ -44,6 +44,12 @@ def training_summary(report: TrainingReport) -> Document:
         document.add(f"left out (too few positives): {report.left_out_classes}")
     if report.unreadable_images:
         document.add(f"skipped {len(report.unreadable_images)} unreadable labelled images")
+    if report.budget_seconds is not None:
+        document.add(f"time: {_time_line(report)}")
+    if report.semi_supervised.get("used_images") is not None or "no unlabelled" in str(
+        report.semi_supervised.get("note", "")
+    ):
+        document.add(f"unlabelled images: {_semi_line(report.semi_supervised)}")
     table = _per_class(report)
     test_images = report.split_sizes.get("test", "-")
     return document.add(
@@ -81,6 +87,33 @@ def _change(old: float | None, new: float | None) -> list[str]:
     return [number(old), number(new), change]
 
 
+def _semi_line(semi: dict[str, Any]) -> str:
+    """What the unlabelled images contributed, or why none did."""
+    if "used_images" not in semi:
+        return str(semi.get("note", "semi-supervised training is off"))
+    line = (
+        f"{semi['used_images']} of {semi['unlabelled_images']} pseudo-labelled by "
+        f"{semi['teacher']} (classes: {', '.join(semi['pseudo_labelled_classes']) or 'none'})"
+    )
+    if semi.get("classes_without_teacher"):
+        line += f"; the teacher does not know {', '.join(semi['classes_without_teacher'])}"
+    if semi.get("note"):
+        line += f"; {semi['note']}"
+    return line
+
+
+def _time_line(report: TrainingReport) -> str:
+    """Planned against used time: what a schedule relying on the budget needs to see."""
+    used = f"used {number(report.training_seconds, 0)} s"
+    if report.budget_seconds is None:
+        return f"{used}, no time budget ({report.planned_epochs} epochs planned)"
+    end = "stopped at the budget" if report.stopped_at_budget else "finished within it"
+    return (
+        f"{used} of a {number(report.budget_seconds, 0)} s budget "
+        f"({report.planned_epochs} epochs planned to fit it, {end})"
+    )
+
+
 def retrain_report(report: TrainingReport, *, labels: LabelImportReport | None = None) -> Document:
     """The retrain artifact: per-class AP and thresholds, champion vs. candidate, the decision."""
     verdict = "is the new champion" if report.status == "champion" else f"stays a {report.status}"
@@ -100,6 +133,8 @@ def retrain_report(report: TrainingReport, *, labels: LabelImportReport | None =
             f"{report.epochs_run} (best {report.best_epoch}), "
             f"{number(report.training_seconds, 1)} s",
         ],
+        ["time", _time_line(report)],
+        ["unlabelled images", _semi_line(report.semi_supervised)],
     ]
     if labels is not None:
         problems = sum(labels.problem_counts.values())

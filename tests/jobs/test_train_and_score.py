@@ -38,6 +38,11 @@ def test_first_model_becomes_champion_and_its_files_are_in_the_store(
     assert files.model.startswith("models/v1-")
     assert workspace.store.exists(files.model)
     assert workspace.store.exists(files.card)
+    with workspace.transaction() as session:
+        champion = get_champion(session)
+        assert champion is not None
+        rates = champion.metrics["validation_tag_rates"]
+    assert sorted(rates) == report.classes and all(0 <= rate <= 1 for rate in rates.values())
 
 
 def test_score_writes_probabilities_and_tags_then_a_rerun_scores_nothing(

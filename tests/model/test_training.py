@@ -4,13 +4,15 @@ import keras
 import numpy as np
 import pytest
 
+from mlc_core.jobs.scoring.drift import drift_basis_of
 from mlc_core.model.dataset import DecodedImages, make_training_dataset
-from mlc_core.model.losses import WeightedBinaryCrossentropy, make_loss
+from mlc_core.model.losses import make_loss
 from mlc_core.model.metrics import evaluate_predictions, mean_average_precision
 from mlc_core.model.predict import Predictor
+from mlc_core.model.recipe import fit_and_calibrate
 from mlc_core.model.split import DataSplit
 from mlc_core.model.thresholds import calibrate_thresholds
-from mlc_core.model.training import EpochReport, fit_and_calibrate, train_model
+from mlc_core.model.training import EpochReport, train_model
 from mlc_core.settings import TrainingSettings
 from tests.model.conftest import SquareImages
 
@@ -115,12 +117,17 @@ def test_fit_and_calibrate_calibrates_on_validation_rows_and_evaluates_test_rows
     assert fitted.predictor.model is fitted.model
     assert fitted.thresholds == calibration.thresholds
     assert fitted.threshold_notes == calibration.notes
+    tag_rates = fitted.metrics.pop("validation_tag_rates")
     assert fitted.metrics == evaluate_predictions(
         labels[test_rows],
         fitted.predictor.predict(images[test_rows]),
         fitted.thresholds,
         ["red", "blue"],
     )
+    tagged = fitted.predictor.predict(images[validation_rows]) >= np.array(fitted.thresholds)
+    assert tag_rates == pytest.approx(dict(zip(["red", "blue"], tagged.mean(axis=0), strict=True)))
+    basis = drift_basis_of({"validation_tag_rates": tag_rates}, psi_limit=0.2, min_images=10)
+    assert basis is not None
 
 
 def test_weighted_loss_weighs_missed_positives_of_a_rare_class_more() -> None:
@@ -128,7 +135,6 @@ def test_weighted_loss_weighs_missed_positives_of_a_rare_class_more() -> None:
     missed_common = float(loss(np.array([[1.0, 0.0]]), np.array([[0.2, 0.0]])))
     missed_rare = float(loss(np.array([[0.0, 1.0]]), np.array([[0.0, 0.2]])))
 
-    assert isinstance(loss, WeightedBinaryCrossentropy)
     assert loss.positive_weights == pytest.approx([1.0, 9.0])
     assert missed_rare == pytest.approx(9 * missed_common, rel=1e-4)
 
@@ -138,9 +144,57 @@ def test_weighted_loss_needs_positive_rates() -> None:
         make_loss("weighted_bce")
 
 
-def test_focal_and_plain_losses_are_the_keras_ones() -> None:
-    assert isinstance(make_loss("focal"), keras.losses.BinaryFocalCrossentropy)
-    assert isinstance(make_loss("bce"), keras.losses.BinaryCrossentropy)
+def test_plain_and_focal_losses_equal_the_keras_ones_on_closed_world_labels() -> None:
+    truth = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    predicted = np.array([[0.7, 0.2, 0.4], [0.1, 0.6, 0.9]])
+
+    plain = float(make_loss("bce")(truth, predicted))
+    focal = float(make_loss("focal")(truth, predicted))
+
+    assert plain == pytest.approx(float(keras.losses.BinaryCrossentropy()(truth, predicted)))
+    expected_focal = keras.losses.BinaryFocalCrossentropy(gamma=2.0)(truth, predicted)
+    assert focal == pytest.approx(float(expected_focal), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bce", "weighted_bce", "focal", "asymmetric"])
+def test_a_masked_loss_equals_the_same_loss_over_the_known_entries_only(kind: str) -> None:
+    loss = make_loss(kind, np.array([0.5, 0.2, 0.1]))  # type: ignore[arg-type]
+    truth = np.array([[1.0, np.nan, 0.0], [np.nan, 1.0, 1.0]], dtype=np.float32)
+    predicted = np.array([[0.7, 0.01, 0.4], [0.99, 0.3, 0.05]], dtype=np.float32)
+    # The unknown entries replaced by their opposite would change an unmasked loss a lot.
+    flipped = np.where(np.isnan(truth), 1.0 - np.round(predicted), truth)
+
+    masked = float(loss(truth, predicted))
+
+    # Image 0 knows classes 0 and 2, image 1 classes 1 and 2: the same loss on those
+    # entries alone (two columns each, so the weights and the mean carry over unchanged)
+    # is the loss of a batch where the unknown entries cost exactly nothing.
+    known_only = (
+        float(_loss_on(kind, [0, 2])(flipped[:1, [0, 2]], predicted[:1, [0, 2]]))
+        + float(_loss_on(kind, [1, 2])(flipped[1:, [1, 2]], predicted[1:, [1, 2]]))
+    ) / 2
+    assert masked == pytest.approx(known_only, rel=1e-5)
+    assert masked != pytest.approx(float(loss(flipped, predicted)), rel=1e-3)
+
+
+def _loss_on(kind: str, columns: list[int]) -> keras.losses.Loss:
+    return make_loss(kind, np.array([0.5, 0.2, 0.1])[columns])  # type: ignore[arg-type]
+
+
+def test_an_image_with_no_known_label_adds_nothing_to_the_loss() -> None:
+    loss = make_loss("bce")
+    truth = np.array([[1.0, 0.0], [np.nan, np.nan]], dtype=np.float32)
+    predicted = np.array([[0.8, 0.3], [0.1, 0.9]], dtype=np.float32)
+
+    assert float(loss(truth, predicted)) == pytest.approx(
+        float(keras.losses.BinaryCrossentropy()(truth[:1], predicted[:1])) / 2, rel=1e-5
+    )
+
+
+def test_the_asymmetric_loss_ignores_negatives_below_its_margin() -> None:
+    loss = make_loss("asymmetric")
+    assert float(loss(np.array([[0.0, 0.0]]), np.array([[0.04, 0.01]]))) == pytest.approx(0.0)
+    assert float(loss(np.array([[0.0]]), np.array([[0.6]]))) > 0
 
 
 def test_unknown_loss_kind_is_rejected() -> None:

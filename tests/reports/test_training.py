@@ -56,3 +56,28 @@ def test_the_training_summary_in_the_terminal_says_the_same_without_markup() -> 
     assert "test split (12 images)" in text
     assert "circle  0.900      0.410" in text
     assert "mAP 0.850 · micro-F1 0.800" in text and "**" not in text
+
+
+def test_the_retrain_report_shows_planned_and_used_time_against_the_budget() -> None:
+    markdown = _markdown(
+        budget_seconds=600.0, planned_epochs=42, stopped_at_budget=True, training_seconds=590.0
+    )
+
+    assert "used 590 s of a 600 s budget (42 epochs planned to fit it, stopped at the budget)" in (
+        markdown
+    )
+
+
+def test_the_retrain_report_says_what_the_unlabelled_images_gave() -> None:
+    semi = {
+        "teacher": "champion v1",
+        "unlabelled_images": 50,
+        "used_images": 40,
+        "pseudo_labelled_classes": ["circle"],
+        "classes_without_teacher": ["square"],
+    }
+
+    markdown = _markdown(semi_supervised=semi)
+
+    assert "40 of 50 pseudo-labelled by champion v1 (classes: circle)" in markdown
+    assert "the teacher does not know square" in markdown

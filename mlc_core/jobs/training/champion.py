@@ -14,14 +14,15 @@ import numpy as np
 
 from mlc_core.db.models import ModelVersion
 from mlc_core.jobs.scoring.model_cache import cached_predictor
-from mlc_core.jobs.training.data import TrainingData, image_decoder
+from mlc_core.jobs.training.data import LabelledImage, TrainingData, image_decoder
 from mlc_core.jobs.training.report import ChampionComparison
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
 from mlc_core.model.dataset import decode_labeled_images
 from mlc_core.model.metrics import evaluate_predictions
 from mlc_core.model.predict import Predictor
-from mlc_core.model.training import PREDICT_BATCH_SIZE, FittedModel, row_indices
+from mlc_core.model.recipe import PREDICT_BATCH_SIZE, FittedModel
+from mlc_core.model.training import row_indices
 
 
 def compare_with_champion(
@@ -37,9 +38,9 @@ def compare_with_champion(
         Both models' metrics and how many images they were judged on; None when none of the
         champion's test images is still labelled and readable.
     """
-    positives = data.positives
+    labelled = data.by_key
     decodable = set(data.decoded.keys)
-    evaluated = [key for key in champion_test if key in positives and key in decodable]
+    evaluated = [key for key in champion_test if key in labelled and key in decodable]
     if not evaluated:
         return None
     candidate_images = data.decoded.images[row_indices(data.decoded.keys, evaluated)]
@@ -69,7 +70,7 @@ def compare_with_champion(
             candidate.predictor,
             candidate_images,
             evaluated,
-            positives,
+            labelled,
         ),
         champion=_metrics(
             LabelVocabulary(tuple(champion.classes)),
@@ -77,7 +78,7 @@ def compare_with_champion(
             champion_predictor,
             champion_images,
             evaluated,
-            positives,
+            labelled,
         ),
     )
 
@@ -88,9 +89,9 @@ def _metrics(
     predictor: Predictor,
     images: np.ndarray,
     keys: list[str],
-    positives: dict[str, frozenset[str]],
+    labelled: dict[str, LabelledImage],
 ) -> dict[str, Any]:
-    truth = np.stack([vocabulary.to_multi_hot(positives[key]) for key in keys])
+    truth = np.stack([labelled[key].label_row(vocabulary) for key in keys])
     return evaluate_predictions(
         truth, predictor.predict(images), thresholds, list(vocabulary.classes)
     )

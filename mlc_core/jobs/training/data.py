@@ -9,8 +9,10 @@ the champion's test images in test, so a candidate never trains on the images it
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import heapq
 import json
 import logging
 from collections import Counter
@@ -20,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from mlc_core.db.labels import labels_by_image
+from mlc_core.db.labels import complete_label_uris, labels_by_image
 from mlc_core.db.models import ModelVersion
 from mlc_core.errors import ObjectNotFound, TrainingDataError
-from mlc_core.images import decode_image
+from mlc_core.images import decode_image, has_image_extension
 from mlc_core.jobs.store_paths import model_paths_of
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
@@ -40,11 +42,29 @@ MIN_TRAINING_IMAGES = 12
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """A labelled image as the store lists it now, with its positive tags."""
+    """A labelled image as the store lists it now, with what its labels state.
+
+    Attributes:
+        complete: a person stated the image's whole tag set, so every class it does not
+            carry is absent (closed world). Otherwise only ``positives`` and ``negatives`` are
+            known (a correction ``+sea -trees``) and every other class is unknown.
+    """
 
     key: str
     etag: str
     positives: frozenset[str]
+    negatives: frozenset[str] = frozenset()
+    complete: bool = True
+
+    def label_row(self, vocabulary: LabelVocabulary) -> np.ndarray:
+        """float32 per class of ``vocabulary``: 1 positive, 0 negative, NaN unknown."""
+        row = vocabulary.to_multi_hot(self.positives).astype(np.float32)
+        if self.complete:
+            return row
+        stated = self.positives | self.negatives
+        unknown = [index for index, tag in enumerate(vocabulary.classes) if tag not in stated]
+        row[unknown] = np.nan
+        return row
 
 
 @dataclass
@@ -57,7 +77,7 @@ class TrainingData:
         vocabulary: the classes, in label-matrix column order.
         left_out_classes: tags with too few positives, with their counts.
         decoded: the images that decoded, at the training image size.
-        label_matrix: multi-hot, row ``i`` for ``decoded.keys[i]``.
+        label_matrix: float32 1/0/NaN (unknown), row ``i`` for ``decoded.keys[i]``.
         snapshot: count and hash of (key, etag, tags) of the labelled images.
     """
 
@@ -70,8 +90,8 @@ class TrainingData:
     snapshot: dict[str, Any]
 
     @property
-    def positives(self) -> dict[str, frozenset[str]]:
-        return {image.key: image.positives for image in self.images}
+    def by_key(self) -> dict[str, LabelledImage]:
+        return {image.key: image for image in self.images}
 
 
 def load_training_data(workspace: Workspace, settings: TrainingSettings) -> TrainingData:
@@ -105,11 +125,50 @@ def load_training_data(workspace: Workspace, settings: TrainingSettings) -> Trai
             f"only {len(decoded.keys)} labelled images could be read "
             f"({len(decoded.failures)} unreadable); at least {MIN_TRAINING_IMAGES} are needed"
         )
-    positives = {image.key: image.positives for image in images}
-    matrix = np.stack([vocabulary.to_multi_hot(positives[key]) for key in decoded.keys])
+    by_key = {image.key: image for image in images}
+    matrix = np.stack([by_key[key].label_row(vocabulary) for key in decoded.keys])
     return TrainingData(
         images, missing, vocabulary, left_out, decoded, matrix, _data_snapshot(images)
     )
+
+
+def load_unlabelled_images(
+    workspace: Workspace, settings: TrainingSettings, excluded: set[str]
+) -> DecodedImages:
+    """Decode the images under the images prefix that carry no label, for semi-supervision.
+
+    Args:
+        excluded: keys never to use: every labelled image and every test image, so the test
+            set stays a fair measure.
+
+    Returns:
+        At most ``settings.semi_supervised_max_images`` of them, chosen by a hash of the key
+        (the same images for the same store, whatever the listing order); unreadable ones
+        are left out.
+    """
+    chosen: list[tuple[bytes, str]] = []
+    limit = settings.semi_supervised_max_images
+    for info in workspace.store.iter_objects(workspace.settings.images_prefix):
+        if info.key in excluded or not has_image_extension(info.key):
+            continue
+        rank = hashlib.sha256(f"{settings.seed}:{info.key}".encode()).digest()
+        # A bounded max-heap on the negated rank keeps the `limit` smallest ranks.
+        entry = (bytes(255 - b for b in rank), info.key)
+        if len(chosen) < limit:
+            heapq.heappush(chosen, entry)
+        elif entry > chosen[0]:
+            heapq.heapreplace(chosen, entry)
+    keys = sorted(key for _, key in chosen)
+    decoded = decode_labeled_images(
+        keys,
+        workspace.store.get,
+        settings.image_size,
+        workers=workspace.settings.scoring.read_workers,
+        decode=image_decoder(workspace),
+    )
+    if decoded.failures:
+        logger.warning("skipped %d unreadable unlabelled images", len(decoded.failures))
+    return decoded
 
 
 def image_decoder(workspace: Workspace) -> functools.partial[np.ndarray]:
@@ -120,17 +179,24 @@ def image_decoder(workspace: Workspace) -> functools.partial[np.ndarray]:
 def _gather_labelled_images(workspace: Workspace) -> tuple[list[LabelledImage], int]:
     with workspace.transaction() as session:
         labels = labels_by_image(session)
-    wanted: dict[str, frozenset[str]] = {}
+        complete = complete_label_uris(session)
+    wanted: dict[str, LabelledImage] = {}
     for uri, tags in labels.items():
         key = key_for_uri(workspace.store, uri)
         if key is not None:
-            wanted[key] = frozenset(tag for tag, positive in tags.items() if positive)
+            wanted[key] = LabelledImage(
+                key,
+                "",
+                positives=frozenset(tag for tag, positive in tags.items() if positive),
+                negatives=frozenset(tag for tag, positive in tags.items() if not positive),
+                complete=uri in complete,
+            )
     found: list[LabelledImage] = []
     for prefix in _listing_prefixes(wanted):
         for info in workspace.store.iter_objects(prefix):
-            positives = wanted.pop(info.key, None)
-            if positives is not None:
-                found.append(LabelledImage(info.key, info.etag, positives))
+            labelled = wanted.pop(info.key, None)
+            if labelled is not None:
+                found.append(dataclasses.replace(labelled, etag=info.etag))
     found.sort(key=lambda image: image.key)
     return found, len(wanted)
 
@@ -144,7 +210,10 @@ def _listing_prefixes(keys: Iterable[str]) -> list[str]:
 def _data_snapshot(images: list[LabelledImage]) -> dict[str, Any]:
     digest = hashlib.sha256()
     for image in images:
-        digest.update(json.dumps([image.key, image.etag, sorted(image.positives)]).encode())
+        stated = [image.key, image.etag, sorted(image.positives)]
+        if not image.complete:
+            stated += [sorted(image.negatives), "partial"]
+        digest.update(json.dumps(stated).encode())
     return {"count": len(images), "sha256": digest.hexdigest()}
 
 

@@ -39,6 +39,10 @@ class TrainingReport:
     training_seconds: float
     artifact_uri: str
     data_snapshot: dict[str, Any] = field(default_factory=dict)
+    planned_epochs: int = 0
+    budget_seconds: float | None = None
+    stopped_at_budget: bool = False
+    semi_supervised: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -36,12 +36,14 @@ from mlc_core.db.models import ModelVersion, Run
 from mlc_core.db.runs import finish_run, start_run
 from mlc_core.errors import describe_error
 from mlc_core.jobs.locks import TRAINING_LOCK, holding_locks
+from mlc_core.jobs.scoring.model_cache import cached_predictor
 from mlc_core.jobs.store_paths import new_model_paths
 from mlc_core.jobs.training.champion import compare_with_champion
 from mlc_core.jobs.training.data import (
     TrainingData,
     champion_test_keys,
     load_training_data,
+    load_unlabelled_images,
     split_keeping_champion_test,
 )
 from mlc_core.jobs.training.report import ChampionComparison, TrainingReport
@@ -49,8 +51,9 @@ from mlc_core.jobs.workspace import Workspace
 from mlc_core.model.artifacts import ModelCard, library_versions, serialize_model, sha256_hex
 from mlc_core.model.backbones import get_backbone
 from mlc_core.model.promotion import PromotionDecision, decide_promotion
+from mlc_core.model.recipe import PREDICT_BATCH_SIZE, FittedModel, Teacher, fit_and_calibrate
 from mlc_core.model.split import DataSplit
-from mlc_core.model.training import EpochReport, FittedModel, fit_and_calibrate
+from mlc_core.model.training import EpochReport
 from mlc_core.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -109,6 +112,7 @@ def _train(
     on_epoch_end: Callable[[EpochReport], None] | None,
 ) -> TrainingReport:
     started = time.monotonic()
+    budget_started = time.perf_counter()
     get_backbone(settings.backbone)  # an unknown name fails now, not after decoding every image
     data = load_training_data(workspace, settings)
     with workspace.transaction() as session:
@@ -117,6 +121,11 @@ def _train(
             session.expunge(champion)
     champion_test = champion_test_keys(workspace, champion) if champion else []
     split = split_keeping_champion_test(data, set(champion_test), settings)
+    unlabelled = None
+    if settings.semi_supervised:
+        excluded = {image.key for image in data.images} | set(split.test)
+        unlabelled = load_unlabelled_images(workspace, settings, excluded).images
+    teacher = _champion_teacher(workspace, champion, settings) if unlabelled is not None else None
     # Same seed, same snapshot -> same initial weights, so versions are reproducible.
     fitted = fit_and_calibrate(
         data.decoded,
@@ -125,6 +134,9 @@ def _train(
         data.vocabulary.classes,
         settings,
         on_epoch_end=on_epoch_end,
+        started=budget_started,
+        unlabelled=unlabelled,
+        teacher=teacher,
     )
     comparison = (
         compare_with_champion(workspace, champion, champion_test, fitted, data)
@@ -134,8 +146,21 @@ def _train(
     decision = _decide(fitted, champion, comparison, settings)
     training_seconds = round(time.monotonic() - started, 1)
     card = _model_card(settings, data, fitted, comparison, decision, training_seconds)
-    version, status, artifact_uri = _register(workspace, card, fitted, split, decision)
-    logger.info("model %s: %s (%s)", version, status, decision.reason)
+    registered = _register(workspace, card, fitted, split, decision)
+    logger.info("model %s: %s (%s)", registered[0], registered[1], decision.reason)
+    return _report(data, fitted, split, comparison, decision, training_seconds, registered)
+
+
+def _report(
+    data: TrainingData,
+    fitted: FittedModel,
+    split: DataSplit,
+    comparison: ChampionComparison | None,
+    decision: PromotionDecision,
+    training_seconds: float,
+    registered: tuple[str, str, str],
+) -> TrainingReport:
+    version, status, artifact_uri = registered
     return TrainingReport(
         version=version,
         status=status,
@@ -159,7 +184,29 @@ def _train(
         training_seconds=training_seconds,
         artifact_uri=artifact_uri,
         data_snapshot=data.snapshot,
+        planned_epochs=fitted.outcome.planned_epochs,
+        budget_seconds=fitted.outcome.budget_seconds,
+        stopped_at_budget=fitted.outcome.stopped_at_budget,
+        semi_supervised=fitted.semi_supervised,
     )
+
+
+def _champion_teacher(
+    workspace: Workspace, champion: ModelVersion | None, settings: TrainingSettings
+) -> Teacher | None:
+    """The champion as the pseudo-labelling teacher, when the settings ask for it and it can."""
+    if settings.semi_supervised_teacher != "champion":
+        return None
+    if champion is None or champion.image_size != settings.image_size:
+        logger.info(
+            "semi-supervised: %s; a first model trained on the labels teaches instead",
+            "no champion yet"
+            if champion is None
+            else f"the champion works at {champion.image_size} px, not {settings.image_size}",
+        )
+        return None
+    predictor = cached_predictor(workspace.store, champion, PREDICT_BATCH_SIZE)
+    return Teacher(f"champion {champion.version}", list(champion.classes), predictor.predict)
 
 
 def _decide(
@@ -210,6 +257,10 @@ def _model_card(
             "threshold_notes": list(fitted.threshold_notes),
             "epochs_run": fitted.outcome.epochs_run,
             "best_epoch": fitted.outcome.best_epoch,
+            "planned_epochs": fitted.outcome.planned_epochs,
+            "time_budget_seconds": fitted.outcome.budget_seconds,
+            "stopped_at_budget": fitted.outcome.stopped_at_budget,
+            "semi_supervised": fitted.semi_supervised,
             "champion_comparison": asdict(comparison) if comparison is not None else None,
             "decision": decision.reason,
             "settings": settings.model_dump(),

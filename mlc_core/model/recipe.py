@@ -1,0 +1,329 @@
+"""The whole training recipe that ``mlc train`` ships and the quality benchmark measures.
+
+:func:`fit_and_calibrate` builds and trains a model (optionally semi-supervised on unlabelled
+images, :mod:`mlc_core.model.pseudo_labels`), calibrates per-class thresholds on validation
+and evaluates on test. The train job and ``benchmarks/quality.py`` both call it, so the
+benchmark measures exactly what the job does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+
+from mlc_core.errors import TrainingBudgetTooSmall
+from mlc_core.model.build import build_model
+from mlc_core.model.dataset import DecodedImages, make_training_dataset
+from mlc_core.model.losses import make_loss
+from mlc_core.model.metrics import evaluate_predictions
+from mlc_core.model.predict import Predictor
+from mlc_core.model.pseudo_labels import (
+    confidence_cuts,
+    in_student_order,
+    pseudo_labels,
+    teacher_columns,
+)
+from mlc_core.model.split import DataSplit
+from mlc_core.model.thresholds import calibrate_thresholds
+from mlc_core.model.training import EpochReport, TrainingOutcome, row_indices, train_model
+
+if TYPE_CHECKING:
+    from mlc_core.settings import TrainingSettings
+
+logger = logging.getLogger(__name__)
+
+# The scoring job's default batch size; the batch size does not change the probabilities.
+PREDICT_BATCH_SIZE = 64
+# With a time budget and no teacher given, the first model (the teacher) may use this share
+# of the time left; the student, training on more images, gets the rest.
+TEACHER_BUDGET_SHARE = 0.35
+FIRST_MODEL_TEACHER = "a first model trained on the labels"
+
+
+@dataclass
+class FittedModel:
+    """The result of :func:`fit_and_calibrate`: a trained model, its thresholds and test scores.
+
+    Attributes:
+        model: the trained model, holding the weights of its best epoch.
+        predictor: a :class:`Predictor` of ``model``, already traced, for further scoring.
+        outcome: the training loop's epochs and time (the student's, when semi-supervised).
+        thresholds: one per class, calibrated on the validation rows.
+        threshold_notes: a sentence for each class whose threshold fell back or was clipped.
+        metrics: :func:`evaluate_predictions` of the test rows at ``thresholds``, plus
+            ``validation_tag_rates`` (class -> share of validation images tagged).
+        semi_supervised: what the unlabelled images contributed (see :func:`fit_and_calibrate`).
+    """
+
+    model: keras.Model
+    predictor: Predictor
+    outcome: TrainingOutcome
+    thresholds: list[float]
+    threshold_notes: list[str]
+    metrics: dict[str, Any]
+    semi_supervised: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A model that gives pseudo-labels: its name for people, its classes, and its scorer of
+    images decoded at the student's size."""
+
+    name: str
+    classes: list[str]
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+def fit_and_calibrate(
+    decoded: DecodedImages,
+    labels: np.ndarray,
+    split: DataSplit,
+    classes: Sequence[str],
+    settings: TrainingSettings,
+    *,
+    on_epoch_end: Callable[[EpochReport], None] | None = None,
+    started: float | None = None,
+    unlabelled: np.ndarray | None = None,
+    teacher: Teacher | None = None,
+) -> FittedModel:
+    """Build, train, calibrate and evaluate one model the way ``mlc train`` does.
+
+    The model is built from ``settings`` after seeding with ``settings.seed``, so the same
+    data and settings give the same initial weights. It trains on the train rows with
+    augmentation and early stopping on the validation rows; per-class thresholds are then
+    calibrated on the validation rows and the test rows are evaluated at those thresholds.
+
+    With ``settings.semi_supervised`` and unlabelled images, the ``teacher`` (default: a first
+    model trained here on the train rows) gives confident pseudo-labels to the unlabelled
+    images for the classes it shares with ``classes``, and the returned model is a student
+    trained on labels and pseudo-labels with strong augmentation. Without unlabelled images
+    (or with the option off) this is exactly the supervised path.
+
+    Args:
+        decoded: the images, decoded at ``settings.image_size``, and their keys.
+        labels: 1/0/NaN (unknown) ``(N, num_labels)``, row ``i`` for ``decoded.keys[i]``,
+            columns in the order of ``classes``.
+        split: which keys train, validate and test; every key must be in ``decoded.keys``.
+        classes: the class names, one per label column.
+        settings: backbone, weights, loss, epochs, time budget, threshold strategy.
+        on_epoch_end: called with each epoch's report, e.g. to draw progress.
+        started: a ``time.perf_counter()`` reading that ``settings.time_budget_minutes``
+            counts from (the train job passes its own start, so decoding counts too).
+        unlabelled: uint8 images at the same size without labels (never test images).
+        teacher: the model that pseudo-labels them, e.g. the champion.
+
+    Returns:
+        The trained model, its predictor, the training outcome, the thresholds and notes, the
+        test metrics and, in ``semi_supervised``, ``unlabelled_images`` (offered),
+        ``used_images`` (those with at least one pseudo-label), ``teacher``,
+        ``pseudo_labelled_classes`` and ``classes_without_teacher``, or ``note`` saying why
+        training stayed supervised.
+
+    Raises:
+        ValueError: the validation split is empty, or an argument is out of range.
+        KeyError: ``split`` names a key that is not in ``decoded.keys``.
+        TrainingBudgetTooSmall: the budget ended before the first epoch did.
+    """
+    started = time.perf_counter() if started is None else started
+    images = decoded.images
+    train_rows = row_indices(decoded.keys, split.train)
+    validation_rows = row_indices(decoded.keys, split.validation)
+    test_rows = row_indices(decoded.keys, split.test)
+    validation = (images[validation_rows], labels[validation_rows])
+    train = (images[train_rows], labels[train_rows])
+    if not settings.semi_supervised:
+        semi: dict[str, Any] = {"note": "semi-supervised training is off"}
+        model, outcome = _build_and_train(train, validation, settings, on_epoch_end, started)
+    elif unlabelled is None or len(unlabelled) == 0:
+        semi = {"note": "no unlabelled images in the store: trained on the labels alone"}
+        logger.info("semi-supervised: %s", semi["note"])
+        model, outcome = _build_and_train(train, validation, settings, on_epoch_end, started)
+    else:
+        model, outcome, semi = _train_noisy_student(
+            train, validation, unlabelled, list(classes), settings, on_epoch_end, started, teacher
+        )
+    return _calibrated(
+        model, outcome, images, labels, validation_rows, test_rows, classes, settings, semi
+    )
+
+
+def _calibrated(
+    model: keras.Model,
+    outcome: TrainingOutcome,
+    images: np.ndarray,
+    labels: np.ndarray,
+    validation_rows: np.ndarray,
+    test_rows: np.ndarray,
+    classes: Sequence[str],
+    settings: TrainingSettings,
+    semi: dict[str, Any],
+) -> FittedModel:
+    predictor = Predictor(model, batch_size=PREDICT_BATCH_SIZE)
+    validation_probabilities = predictor.predict(images[validation_rows])
+    calibration = calibrate_thresholds(
+        labels[validation_rows],
+        validation_probabilities,
+        strategy=settings.threshold_strategy,
+        target_precision=settings.target_precision,
+        classes=list(classes),
+    )
+    thresholds = [float(t) for t in calibration.thresholds]
+    metrics = evaluate_predictions(
+        labels[test_rows], predictor.predict(images[test_rows]), thresholds, list(classes)
+    )
+    metrics["validation_tag_rates"] = validation_tag_rates(
+        validation_probabilities, thresholds, classes
+    )
+    return FittedModel(
+        model=model,
+        predictor=predictor,
+        outcome=outcome,
+        thresholds=thresholds,
+        threshold_notes=list(calibration.notes),
+        metrics=metrics,
+        semi_supervised=semi,
+    )
+
+
+def _train_noisy_student(
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    unlabelled: np.ndarray,
+    classes: list[str],
+    settings: TrainingSettings,
+    on_epoch_end: Callable[[EpochReport], None] | None,
+    started: float,
+    teacher: Teacher | None,
+) -> tuple[keras.Model, TrainingOutcome, dict[str, Any]]:
+    first_model: tuple[keras.Model, TrainingOutcome] | None = None
+    if teacher is None:
+        first_model = _build_and_train(
+            train, validation, settings, on_epoch_end, started, _teacher_budget(settings, started)
+        )
+        scorer = Predictor(first_model[0], batch_size=PREDICT_BATCH_SIZE)
+        teacher = Teacher(FIRST_MODEL_TEACHER, classes, scorer.predict)
+    columns = teacher_columns(teacher.classes, classes)
+    cuts = confidence_cuts(
+        validation[1], in_student_order(teacher.predict(validation[0]), columns), classes
+    )
+    pseudo = pseudo_labels(in_student_order(teacher.predict(unlabelled), columns), cuts)
+    used = ~np.isnan(pseudo).all(axis=1)
+    semi: dict[str, Any] = {
+        "teacher": teacher.name,
+        "unlabelled_images": len(unlabelled),
+        "used_images": int(used.sum()),
+        "pseudo_labelled_classes": [
+            name
+            for name, count in zip(classes, (~np.isnan(pseudo)).sum(axis=0), strict=True)
+            if count
+        ],
+        "classes_without_teacher": [
+            name for name, c in zip(classes, columns, strict=True) if c is None
+        ],
+        "pseudo_positives": {
+            name: int(n) for name, n in zip(classes, (pseudo == 1).sum(axis=0), strict=True)
+        },
+    }
+    logger.info(
+        "semi-supervised: %d of %d unlabelled images pseudo-labelled by %s",
+        semi["used_images"],
+        semi["unlabelled_images"],
+        teacher.name,
+    )
+    student_train = (
+        np.concatenate([train[0], unlabelled[used]]),
+        np.concatenate([train[1].astype(np.float32), pseudo[used]]),
+    )
+    try:
+        model, outcome = _build_and_train(
+            student_train, validation, settings, on_epoch_end, started, strong=True
+        )
+    except TrainingBudgetTooSmall:
+        if first_model is None:
+            raise
+        semi["note"] = "the time budget left no room for the student: the first model is kept"
+        return first_model[0], first_model[1], semi
+    return model, outcome, semi
+
+
+def _teacher_budget(settings: TrainingSettings, started: float) -> float | None:
+    budget = budget_seconds(settings)
+    if budget is None:
+        return None
+    spent = time.perf_counter() - started
+    return spent + max(budget - spent, 0.0) * TEACHER_BUDGET_SHARE
+
+
+def validation_tag_rates(
+    probabilities: np.ndarray, thresholds: Sequence[float], classes: Sequence[str]
+) -> dict[str, float]:
+    """Class -> the fraction of validation images tagged with it at ``thresholds``.
+
+    Scoring compares the tag rates of the images it scores with these (drift, by PSI).
+    """
+    tagged = (probabilities >= np.asarray(thresholds, dtype=np.float64)).mean(axis=0)
+    return {name: round(float(rate), 6) for name, rate in zip(classes, tagged, strict=True)}
+
+
+def _positive_rates(labels: np.ndarray) -> np.ndarray:
+    """Per class, the share of positives among the images where it is known (0 if none)."""
+    known = ~np.isnan(labels)
+    positives = np.where(known, labels, 0.0).sum(axis=0)
+    return positives / np.maximum(known.sum(axis=0), 1)
+
+
+def _build_and_train(
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    settings: TrainingSettings,
+    on_epoch_end: Callable[[EpochReport], None] | None,
+    started: float,
+    time_budget_seconds: float | None = None,
+    *,
+    strong: bool = False,
+) -> tuple[keras.Model, TrainingOutcome]:
+    keras.utils.set_random_seed(settings.seed)
+    model = build_model(
+        settings.backbone,
+        train[1].shape[1],
+        settings.image_size,
+        weights=settings.weights,
+        dropout_rate=settings.dropout_rate,
+    )
+    loss = make_loss(settings.loss, positive_rates=_positive_rates(train[1]))
+    outcome = train_model(
+        model,
+        make_training_dataset(
+            train[0],
+            train[1],
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            augment=True,
+            strong=strong,
+        ),
+        validation[0],
+        validation[1],
+        epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        loss=loss,
+        patience=settings.early_stopping_patience,
+        seed=settings.seed,
+        on_epoch_end=on_epoch_end,
+        time_budget_seconds=time_budget_seconds
+        if time_budget_seconds is not None
+        else budget_seconds(settings),
+        started=started,
+    )
+    return model, outcome
+
+
+def budget_seconds(settings: TrainingSettings) -> float | None:
+    """The training time budget in seconds, ``None`` without one."""
+    minutes = settings.time_budget_minutes
+    return None if minutes is None else minutes * 60.0

@@ -1,0 +1,89 @@
+"""Semi-supervised training: confident pseudo-labels only, shared classes only, off = supervised."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlc_core.model.dataset import DecodedImages
+from mlc_core.model.pseudo_labels import confidence_cuts, pseudo_labels
+from mlc_core.model.recipe import Teacher, fit_and_calibrate
+from mlc_core.model.split import DataSplit
+from mlc_core.settings import TrainingSettings
+from tests.model.conftest import SquareImages
+
+
+def test_pseudo_labels_are_kept_only_beyond_their_class_confidence() -> None:
+    # Class a: validation positives score >= 0.6, one negative at 0.55; class b is noise.
+    truth = np.array([[1, 0], [1, 1], [1, 0], [0, 1], [0, 0], [0, 1]], dtype=np.float64)
+    scores = np.array([[0.9, 0.5], [0.8, 0.2], [0.6, 0.9], [0.55, 0.1], [0.1, 0.8], [0.2, 0.4]])
+
+    cuts = confidence_cuts(truth, scores, ["a", "b"])
+    labels = pseudo_labels(np.array([[0.95, 0.5], [0.58, 0.5], [0.05, 0.5]]), cuts)
+
+    assert cuts.positive[0] == pytest.approx(0.6)
+    assert labels[:, 0].tolist()[0] == 1.0 and np.isnan(labels[1, 0]) and labels[2, 0] == 0.0
+    # No score of b separates its positives from its negatives: b gets no positive label.
+    assert not (labels[:, 1] == 1).any()
+
+
+def _squares(square_images: SquareImages) -> tuple[DecodedImages, np.ndarray, DataSplit]:
+    images, labels = square_images(30, 0)
+    keys = [f"image-{index:02d}" for index in range(len(images))]
+    split = DataSplit(train=keys[:10], validation=keys[10:20], test=keys[20:])
+    return DecodedImages(keys, images), labels, split
+
+
+SETTINGS = {"image_size": 32, "epochs": 2, "batch_size": 8, "seed": 0}
+
+
+def test_a_teacher_with_other_classes_pseudo_labels_only_the_shared_ones(
+    square_images: SquareImages,
+) -> None:
+    decoded, labels, split = _squares(square_images)
+    unlabelled, _ = square_images(12, 5)
+
+    def knows_red_and_green(images: np.ndarray) -> np.ndarray:
+        red = (images[..., 0].max(axis=(1, 2)) > 200).astype(np.float32)
+        return np.stack([red, np.full(len(images), 0.5, np.float32)], axis=1)
+
+    fitted = fit_and_calibrate(
+        decoded,
+        labels,
+        split,
+        ["red", "blue"],
+        TrainingSettings(**SETTINGS, semi_supervised=True),
+        unlabelled=unlabelled,
+        teacher=Teacher("champion v1", ["red", "green"], knows_red_and_green),
+    )
+
+    semi = fitted.semi_supervised
+    assert semi["teacher"] == "champion v1" and semi["unlabelled_images"] == 12
+    assert semi["pseudo_labelled_classes"] == ["red"]
+    assert semi["classes_without_teacher"] == ["blue"]
+    assert semi["used_images"] == 12 and semi["pseudo_positives"] == {"red": 6, "blue": 0}
+
+
+def test_semi_supervision_off_or_without_unlabelled_images_is_the_supervised_path(
+    square_images: SquareImages,
+) -> None:
+    decoded, labels, split = _squares(square_images)
+    unlabelled, _ = square_images(12, 5)
+
+    off = fit_and_calibrate(
+        decoded, labels, split, ["red", "blue"], TrainingSettings(**SETTINGS), unlabelled=unlabelled
+    )
+    empty = fit_and_calibrate(
+        decoded,
+        labels,
+        split,
+        ["red", "blue"],
+        TrainingSettings(**SETTINGS, semi_supervised=True),
+        unlabelled=unlabelled[:0],
+    )
+
+    assert off.metrics == empty.metrics and off.thresholds == empty.thresholds
+    for ours, theirs in zip(off.model.get_weights(), empty.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert off.semi_supervised == {"note": "semi-supervised training is off"}
+    assert "no unlabelled images" in empty.semi_supervised["note"]

@@ -220,15 +220,24 @@ def selective_questions(images: int) -> dict[str, tuple[str, Callable[[int], dic
 
 AGGREGATES = {
     "tag counts": "SELECT tag, COUNT(*) FROM current_tags GROUP BY tag",
-    # Per tag, on the images both versions scored: how many gained it and how many lost it.
+    # The README's query: per tag, on the images both versions scored, how many gained it
+    # and how many lost it.
     "what changed between v1 and v2": (
-        "SELECT tag, COUNT(*) FILTER (WHERE NOT in_old) AS added, "
-        "COUNT(*) FILTER (WHERE NOT in_new) AS removed "
-        "FROM (SELECT image_id, tag, bool_or(model_version_id = 1) AS in_old, "
-        "             bool_or(model_version_id = 2) AS in_new "
-        "      FROM image_tags WHERE model_version_id IN (1, 2) GROUP BY image_id, tag) AS x "
-        "WHERE in_old <> in_new AND image_id IN (SELECT image_id FROM scores "
-        "WHERE model_version_id = 2) GROUP BY tag"
+        "select tag, "
+        "       sum(case when in_new and not in_old then 1 else 0 end) as gained, "
+        "       sum(case when in_old and not in_new then 1 else 0 end) as lost "
+        "from (select image_id, tag, "
+        "             max(case when v.version = 'v1' then 1 else 0 end) = 1 as in_old, "
+        "             max(case when v.version = 'v2' then 1 else 0 end) = 1 as in_new "
+        "      from image_tags join model_versions v on v.id = image_tags.model_version_id "
+        "      where v.version in ('v1', 'v2') "
+        "      group by image_id, tag) as changes "
+        "where in_old <> in_new "
+        "  and image_id in (select image_id from scores s join model_versions v "
+        "                   on v.id = s.model_version_id where v.version = 'v1') "
+        "  and image_id in (select image_id from scores s join model_versions v "
+        "                   on v.id = s.model_version_id where v.version = 'v2') "
+        "group by tag "
     ),
 }
 

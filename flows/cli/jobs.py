@@ -188,6 +188,8 @@ def demo(
         "  mlc models    model versions and their metrics",
         highlight=False,
         markup=False,
+        # A command to copy must stay on one line, however narrow the terminal.
+        soft_wrap=True,
     )
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from mlc_core.db._statements import escape_like
 from mlc_core.db.labels import StoredLabel, labels_of
 from mlc_core.db.models import Image, ModelVersion, Score
-from mlc_core.db.tag_search import ShownTag, shown_tags
+from mlc_core.db.tag_search import ShownTag, tags_of_images
 from mlc_core.db.views import shown_scores
 
 
@@ -91,7 +91,7 @@ def describe_image(session: Session, uri: str) -> ImageDetail | None:
         model_version=version,
         scored_at=scored_at,
         scores=scores,
-        tags=tuple(shown_tags(session, [uri]).get(uri, [])),
+        tags=tuple(tags_of_images(session, [image.id]).get(uri, [])),
         labels=tuple(labels_of(session, uri)),
     )
 

@@ -154,11 +154,13 @@ def search_tags(
     """
     if (query.model_version is None) != (model_version_id is None):
         raise ValueError("give the model version's id exactly when the query names a version")
+    after_id = None if query.after_uri is None else _page_start(session, query.after_uri)
+    statement = _page_statement(session, query, model_version_id, after_id)
     driver = _rarest_tag(session, query.all_tags)
     if driver is None:
-        page = list(session.execute(_page_statement(session, query, model_version_id)).all())
+        page = list(session.execute(statement).all())
     else:
-        page = _walk_postings(session, query, model_version_id, driver)
+        page = _walk_postings(session, statement, query, after_id, driver)
     tags = tags_of_images(session, [image_id for _, _, image_id in page], model_version_id)
     return [FoundImage(uri, version, tuple(tags.get(uri, ()))) for uri, version, _ in page]
 
@@ -185,14 +187,18 @@ def _rarest_tag(session: Session, tags: Sequence[str]) -> str | None:
 
 
 def _walk_postings(
-    session: Session, query: TagQuery, model_version_id: int | None, tag: str
+    session: Session,
+    statement: Select[str, str | None, int],
+    query: TagQuery,
+    after_id: int | None,
+    tag: str,
 ) -> list[Row[str, str | None, int]]:
-    """The page, walking only the images that carry ``tag`` in some way (a model row of any
-    version, or a person's label), a chunk of ids at a time in id order: for a rare tag
-    that is a few thousand candidates however large the collection."""
-    start = 0 if query.after_uri is None else _page_start(session, query.after_uri)
+    """The page ``statement`` selects, asked only of the images that carry ``tag`` in some
+    way (a model row of any version, or a person's label), a chunk of ids at a time in id
+    order: for a rare tag that is a few thousand candidates however large the collection."""
+    start = after_id or 0
     added = []
-    if model_version_id is None:
+    if query.model_version is None:
         added = sorted(
             session.scalars(
                 select(Image.id)
@@ -213,8 +219,8 @@ def _walk_postings(
         last = chunk[-1] if len(chunk) == _POSTINGS_CHUNK else None
         candidates = set(chunk) | {i for i in added if i > start and (last is None or i <= last)}
         if candidates:
-            statement = _page_statement(session, query, model_version_id, within=sorted(candidates))
-            page.extend(session.execute(statement.limit(query.limit - len(page))).all())
+            chunk_statement = statement.where(one_of(session, Image.id, sorted(candidates)))
+            page.extend(session.execute(chunk_statement.limit(query.limit - len(page))).all())
         if last is None:
             break
         start = last
@@ -222,17 +228,12 @@ def _walk_postings(
 
 
 def _page_statement(
-    session: Session,
-    query: TagQuery,
-    model_version_id: int | None,
-    within: Sequence[int] | None = None,
+    session: Session, query: TagQuery, model_version_id: int | None, after_id: int | None
 ) -> Select[str, str | None, int]:
-    """One walk over the current images in id order (or over the ids ``within``), every filter
-    a probe of the image, so the first page costs about (page size / share of images that
-    match) index lookups."""
+    """One walk over the current images in id order after ``after_id``, every filter a probe
+    of the image, so the first page costs about (page size / share of images that match)
+    index lookups."""
     conditions = [current_image(), seen(model_version_id)]
-    if within is not None:
-        conditions.append(one_of(session, Image.id, within))
     for tag in sorted(set(query.all_tags)):
         conditions.append(
             carries([tag], model_version_id, query.min_probability, source=query.source)
@@ -248,8 +249,8 @@ def _page_statement(
         conditions.append(in_band(session, query.band, model_version_id))
     if query.uri_prefix:
         conditions.append(starts_with_any(Image.uri, [query.uri_prefix]))
-    if query.after_uri is not None and within is None:
-        conditions.append(Image.id > _page_start(session, query.after_uri))
+    if after_id is not None:
+        conditions.append(Image.id > after_id)
     return (
         select(Image.uri, version_name(model_version_id), Image.id)
         .where(*conditions)
@@ -287,16 +288,6 @@ def count_tags(
         statement = statement.where(rows.c.source == source)
     counts = {tag: int(n) for tag, n in session.execute(statement)}
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-
-
-def shown_tags(
-    session: Session, uris: Sequence[str], model_version_id: int | None = None
-) -> dict[str, list[ShownTag]]:
-    """Every tag of the current images at these URIs (see :func:`tags_of_images`)."""
-    ids: list[int] = []
-    for chunk in chunks(list(uris)):
-        ids.extend(session.scalars(select(Image.id).where(Image.uri.in_(chunk), current_image())))
-    return tags_of_images(session, ids, model_version_id)
 
 
 def tags_of_images(

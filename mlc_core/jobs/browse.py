@@ -114,7 +114,8 @@ def gallery_query(
             model_version=model,
             uri_prefix=store.root_uri + prefix if prefix else "",
             band=ClassBand(band_tag, band[1], band[2]) if band and band_tag else None,
-            after_uri=None if after is None else store.root_uri + after,
+            # The page cursor must name a known image: said by its key, with keys like it.
+            after_uri=None if after is None else registered_uri(session, store, after),
             limit=limit,
             source=source,
         )

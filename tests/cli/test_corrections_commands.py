@@ -120,6 +120,10 @@ BAD_INPUTS = [
     (["tags", "--all", "dog", "--none", "dog"], "dog cannot be both wanted and excluded"),
     (["tags", "--band", "dog", "0.8", "0.2"], "the band's low end 0.8 is above its high end 0.2"),
     (
+        ["tags", "--all", "dog", "--after", "images/a.jpeg"],
+        "no image with the key 'images/a.jpeg' is in the database; did you mean images/a.jpg?",
+    ),
+    (
         ["show", "images/a.jpeg"],
         "no image with the key 'images/a.jpeg' is in the database; did you mean images/a.jpg?",
     ),

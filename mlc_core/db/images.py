@@ -26,6 +26,7 @@ from mlc_core.db._statements import (
 )
 from mlc_core.db.engine import database_now
 from mlc_core.db.models import Image
+from mlc_core.db.shown_tags import refresh_shown_tags
 from mlc_core.db.views import scoring_failures
 
 
@@ -104,6 +105,7 @@ def register_images(
     pairs = [(record.uri, record.etag) for record in records]
     ids = {pair: version.id for pair, version in find_image_versions(session, pairs).items()}
     missing = [record for record in records if (record.uri, record.etag) not in ids]
+    changed: set[int] = set()
     if missing:
         # Only the missing rows are sent: on PostgreSQL every conflicting row of an
         # INSERT ... ON CONFLICT still uses up a sequence number. The conflict clause covers a
@@ -124,20 +126,24 @@ def register_images(
         )
         added = find_image_versions(session, [(record.uri, record.etag) for record in missing])
         ids.update({pair: version.id for pair, version in added.items()})
+        changed.update(version.id for version in added.values())
     listed = {
         record.uri: (ids[(record.uri, record.etag)], record.modified_at) for record in records
     }
     for chunk in chunks(list(listed.items())):
-        _make_current(session, dict(chunk), now)
+        changed |= _make_current(session, dict(chunk), now)
+    # A new current version shows its object's labels; a superseded one shows nothing.
+    refresh_shown_tags(session, list(changed))
     mark_listed(session, list(ids.values()), listed_at or now)
     return ids
 
 
 def _make_current(
     session: Session, listed: dict[str, tuple[int, datetime | None]], now: datetime
-) -> None:
+) -> set[int]:
     """Make each URI's listed version (id, listed modified time) its current one, unless a
-    current version of the URI is newer than that time."""
+    current version of the URI is newer than that time; returns the rows that may have
+    changed (made current again, or superseded)."""
     ids = [image_id for image_id, _ in listed.values()]
     not_current = set(
         session.scalars(
@@ -167,12 +173,14 @@ def _make_current(
         session.scalars(select(Image.id).where(Image.id.in_(ids), Image.superseded_at.is_(None)))
     )
     uris = [uri for uri, (image_id, _) in listed.items() if image_id in current]
-    session.execute(
+    superseded = session.scalars(
         update(Image)
         .where(Image.uri.in_(uris), Image.id.not_in(current), Image.superseded_at.is_(None))
         .values(superseded_at=now)
+        .returning(Image.id)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
+    return not_current | set(superseded)
 
 
 def mark_listed(session: Session, image_ids: Sequence[int], listed_at: datetime) -> None:
@@ -198,6 +206,7 @@ def retire_images(session: Session, image_ids: Sequence[int]) -> int:
             .execution_options(synchronize_session=False)
         )
         retired += int(getattr(result, "rowcount", 0))
+    refresh_shown_tags(session, image_ids)
     return retired
 
 
@@ -232,13 +241,15 @@ def count_unlisted(session: Session, uri_prefix: str, listed_since: datetime) ->
 def retire_unlisted(session: Session, uri_prefix: str, listed_since: datetime) -> int:
     """Retire the current images under ``uri_prefix`` that a complete listing started at
     ``listed_since`` did not show; returns how many."""
-    result = session.execute(
+    retired = session.scalars(
         update(Image)
         .where(_unlisted(uri_prefix, listed_since))
         .values(retired_at=database_now(session))
+        .returning(Image.id)
         .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0))
+    ).all()
+    refresh_shown_tags(session, retired)
+    return len(retired)
 
 
 def record_failures(session: Session, failures: Sequence[tuple[int, str]]) -> None:
@@ -258,6 +269,7 @@ def record_failures(session: Session, failures: Sequence[tuple[int, str]]) -> No
             for image_id, reason in reasons.items()
         ],
     )
+    refresh_shown_tags(session, list(reasons))
 
 
 @dataclass(frozen=True)

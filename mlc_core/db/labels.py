@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mlc_core.db._statements import dialect_insert
 from mlc_core.db.models import Label, utc_now
+from mlc_core.db.shown_tags import refresh_shown_tags_of_uris
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,11 @@ def upsert_labels(session: Session, labels: Sequence[LabelRecord]) -> int:
             Label.source != insert.excluded.source,
             and_(insert.excluded.complete, ~Label.complete),
         ),
-    ).returning(Label.id)
-    return len(session.execute(statement, rows).all())
+    ).returning(Label.image_uri)
+    changed = list(session.scalars(statement, rows).all())
+    # Labels win over models in what people see (mlc_core.db.shown_tags).
+    refresh_shown_tags_of_uris(session, changed)
+    return len(changed)
 
 
 def labels_by_image(session: Session) -> dict[str, dict[str, bool]]:
@@ -134,7 +138,10 @@ def clear_labels(session: Session, image_uri: str, tags: Sequence[str] | None = 
     if tags is not None:
         statement = statement.where(Label.tag.in_(list(tags)))
     result = session.execute(statement.execution_options(synchronize_session=False))
-    return int(getattr(result, "rowcount", 0))
+    cleared = int(getattr(result, "rowcount", 0))
+    if cleared:
+        refresh_shown_tags_of_uris(session, [image_uri])
+    return cleared
 
 
 def complete_label_uris(session: Session) -> set[str]:

@@ -218,6 +218,33 @@ class ImageTag(Base):
     probability: Mapped[float] = mapped_column(Float)
 
 
+class ShownTag(Base):
+    """A tag people see on a current image: a row of the ``current_tags`` view, kept.
+
+    The rule it holds (see :mod:`mlc_core.db.shown_tags`): the shown version's tags of the
+    image, less those a label names, plus the tags positive labels add. Deciding that in the
+    view meant a union, an anti-join with the labels and a join over every image for each
+    lookup, which PostgreSQL planned as hash joins over the whole table (0.8-4 s for the first
+    page of a tag at a million images); kept here, a lookup walks ``(tag, image_id)``.
+    """
+
+    __tablename__ = "shown_tags"
+    __table_args__ = (Index("ix_shown_tags_tag_image_id", "tag", "image_id"),)
+
+    image_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The shown version's probability of the tag; none on a human row where it did not tag it.
+    probability: Mapped[float | None] = mapped_column(Float)
+    # The version shown (none on a human row of an image that has none, or whose scoring failed).
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    # "model" or "human".
+    source: Mapped[str] = mapped_column(String(8))
+
+
 class ScoreClaim(Base):
     """An image a running scoring run is reading, decoding or scoring under a model version.
 

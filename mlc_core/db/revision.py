@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-HEAD_REVISION = "7a4c9e1f2b6d"
+HEAD_REVISION = "5d2f8a3c1e90"
 
 
 def stored_revision(engine: Engine) -> str | None:

@@ -23,6 +23,7 @@ from mlc_core.db.engine import database_now
 from mlc_core.db.images import current_image
 from mlc_core.db.models import Image, ImageTag, ModelVersion, Score
 from mlc_core.db.shown import refresh_shown_versions, shown_version_of_image
+from mlc_core.db.shown_tags import refresh_shown_tags
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def write_scores(
                 shown_model_version_id=shown_version_of_image(),
             )
         )
+    refresh_shown_tags(session, list(latest))
     return len(inserted)
 
 
@@ -140,6 +142,7 @@ def replace_tags(
             )
         )
     _insert_tags(session, model_version_id, tags_by_image)
+    refresh_shown_tags(session, list(tags_by_image))
 
 
 def current_thresholds(session: Session, model_version_id: int) -> list[float]:

@@ -20,6 +20,11 @@ from sqlalchemy.orm import Session
 
 from mlc_core.db._statements import chunks
 from mlc_core.db.models import Image, ModelVersion, Score
+from mlc_core.db.shown_tags import (
+    refresh_all_shown_tags,
+    refresh_shown_tags,
+    refresh_shown_tags_where,
+)
 
 
 def shown_version_of_image() -> ScalarSelect[int]:
@@ -52,6 +57,7 @@ def refresh_shown_versions(session: Session, image_ids: Sequence[int]) -> None:
     """Recompute the shown version of these images (after their scores changed)."""
     for chunk in chunks(list(image_ids)):
         _refresh_where(session, Image.id.in_(chunk))
+    refresh_shown_tags(session, image_ids)
 
 
 def refresh_after_promotion(
@@ -60,16 +66,24 @@ def refresh_after_promotion(
     """After ``promoted`` became champion: it shows wherever it scored; where a rolled-back
     ``stepped_down`` showed and ``promoted`` did not score, the next one in line shows."""
     scored_by_promoted = select(Score.image_id).where(Score.model_version_id == promoted.id)
+    showed_stepped_down: list[int] = []
+    if stepped_down is not None and stepped_down.rolled_back_at is not None:
+        showed_stepped_down = list(
+            session.scalars(select(Image.id).where(Image.shown_model_version_id == stepped_down.id))
+        )
     session.execute(
         update(Image)
         .where(Image.id.in_(scored_by_promoted))
         .values(shown_model_version_id=promoted.id)
         .execution_options(synchronize_session=False)
     )
-    if stepped_down is not None and stepped_down.rolled_back_at is not None:
+    if stepped_down is not None and showed_stepped_down:
         _refresh_where(session, Image.shown_model_version_id == stepped_down.id)
+    refresh_shown_tags_where(session, Image.id.in_(scored_by_promoted))
+    refresh_shown_tags(session, showed_stepped_down)
 
 
 def refresh_all_shown_versions(session: Session) -> None:
-    """Recompute every image's shown version (the migration's backfill, and a repair)."""
+    """Recompute every image's shown version and tags (a repair, and the benchmark's fill)."""
     _refresh_where(session, Image.id.is_not(None))
+    refresh_all_shown_tags(session)

@@ -83,8 +83,9 @@ def database_floor_ms(workspace: Any, batch_size: int, limit: int) -> tuple[floa
     commits up to ``limit`` of them a batch at a time with the pipeline's own calls, with
     made-up probabilities.
     """
-    from mlc_core.db.claims import ScoringScope, claim_images
+    from mlc_core.db.claims import claim_images
     from mlc_core.db.model_versions import require_champion
+    from mlc_core.db.pending import ScoringScope
     from mlc_core.db.runs import live_after, record_heartbeat
     from mlc_core.db.scores import ImageScore
     from mlc_core.jobs.scoring.discovery import discover_images

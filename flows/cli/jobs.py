@@ -19,7 +19,7 @@ from flows.cli.app import (
     settings,
 )
 from flows.common import opened_workspace
-from mlc_core.db.claims import ScoreMode
+from mlc_core.db.pending import ScoreMode
 from mlc_core.errors import MlcError
 
 

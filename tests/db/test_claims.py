@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from mlc_core.db.claims import ScoringScope, check_score_mode, claim_images, count_pending_images
+from mlc_core.db.claims import claim_images
 from mlc_core.db.engine import database_now
 from mlc_core.db.images import register_images
+from mlc_core.db.pending import ScoringScope, check_score_mode, count_pending_images
 from mlc_core.db.runs import start_run
 from tests.db.support import add_model_version, image
 

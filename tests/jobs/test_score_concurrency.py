@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from mlc_core.db.claims import ScoringScope, claim_images, release_claims
+from mlc_core.db.claims import claim_images, release_claims
 from mlc_core.db.models import Image, ScoreClaim, utc_now
+from mlc_core.db.pending import ScoringScope
 from mlc_core.db.runs import record_heartbeat, start_run
 from mlc_core.db.scores import ImageScore, write_scores
 from mlc_core.jobs.scoring import ScoreReport, score_images

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from mlc_core.db.claims import ScoringScope, claim_images
+from mlc_core.db.claims import claim_images
 from mlc_core.db.engine import database_now
 from mlc_core.db.models import Run
+from mlc_core.db.pending import ScoringScope
 from mlc_core.db.runs import start_run
 from mlc_core.errors import MlcError
 from mlc_core.jobs.scoring import ScoreReport, score_images

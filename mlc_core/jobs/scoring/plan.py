@@ -18,9 +18,9 @@ from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError
 
-from mlc_core.db.claims import ScoreMode, ScoringScope, check_score_mode, pending_image_ranges
 from mlc_core.db.engine import database_failure, database_now
 from mlc_core.db.model_versions import require_champion
+from mlc_core.db.pending import ScoreMode, ScoringScope, check_score_mode, pending_image_ranges
 from mlc_core.jobs.scoring.discovery import discover_images
 from mlc_core.jobs.scoring.drift import basis_for_drift
 from mlc_core.jobs.scoring.reports import ScoreReport

@@ -20,9 +20,10 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from mlc_core.db.claims import ScoringScope, release_run_claims
+from mlc_core.db.claims import release_run_claims
 from mlc_core.db.engine import database_failure
 from mlc_core.db.models import Run
+from mlc_core.db.pending import ScoringScope
 from mlc_core.db.runs import finish_run, record_heartbeat, start_run
 from mlc_core.errors import MlcError, describe_error
 from mlc_core.jobs.scoring.reports import ScoreReport

@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import DBAPIError
 
-from mlc_core.db.claims import ScoreMode, ScoringScope, check_score_mode, count_pending_images
 from mlc_core.db.engine import database_failure, display_url
 from mlc_core.db.model_versions import require_champion
 from mlc_core.db.models import ModelVersion
+from mlc_core.db.pending import ScoreMode, ScoringScope, check_score_mode, count_pending_images
 from mlc_core.db.runs import end_dead_runs, live_after
 from mlc_core.errors import MlcError
 from mlc_core.jobs.scoring.discovery import discover_images

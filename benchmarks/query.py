@@ -223,21 +223,24 @@ AGGREGATES = {
     # The README's query: per tag, on the images both versions scored, how many gained it
     # and how many lost it.
     "what changed between v1 and v2": (
-        "select tag, "
-        "       sum(case when in_new and not in_old then 1 else 0 end) as gained, "
-        "       sum(case when in_old and not in_new then 1 else 0 end) as lost "
+        "with old as (select id from model_versions where version = 'v1'), "
+        "     new as (select id from model_versions where version = 'v2') "
+        "select tag, count(*) filter (where in_old = 0) as gained, "
+        "       count(*) filter (where in_new = 0) as lost "
         "from (select image_id, tag, "
-        "             max(case when v.version = 'v1' then 1 else 0 end) = 1 as in_old, "
-        "             max(case when v.version = 'v2' then 1 else 0 end) = 1 as in_new "
-        "      from image_tags join model_versions v on v.id = image_tags.model_version_id "
-        "      where v.version in ('v1', 'v2') "
+        "             max(case when model_version_id = (select id from old) "
+        "                 then 1 else 0 end) as in_old, "
+        "             max(case when model_version_id = (select id from new) "
+        "                 then 1 else 0 end) as in_new "
+        "      from image_tags "
+        "      where model_version_id in ((select id from old), (select id from new)) "
         "      group by image_id, tag) as changes "
         "where in_old <> in_new "
-        "  and image_id in (select image_id from scores s join model_versions v "
-        "                   on v.id = s.model_version_id where v.version = 'v1') "
-        "  and image_id in (select image_id from scores s join model_versions v "
-        "                   on v.id = s.model_version_id where v.version = 'v2') "
-        "group by tag "
+        "  and exists (select 1 from scores s where s.image_id = changes.image_id "
+        "              and s.model_version_id = (select id from old)) "
+        "  and exists (select 1 from scores s where s.image_id = changes.image_id "
+        "              and s.model_version_id = (select id from new)) "
+        "group by tag"
     ),
 }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, ScalarSelect, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, exists, select, update
 from sqlalchemy.orm import Session
 
 from mlc_core.db._statements import chunks
@@ -66,10 +66,19 @@ def refresh_after_promotion(
     """After ``promoted`` became champion: it shows wherever it scored; where a rolled-back
     ``stepped_down`` showed and ``promoted`` did not score, the next one in line shows."""
     scored_by_promoted = select(Score.image_id).where(Score.model_version_id == promoted.id)
-    showed_stepped_down: list[int] = []
+    # Where the rolled-back version showed and the promoted one did not score, the next in
+    # line shows (usually few images: a rollback promotes a version that scored most of them).
+    left_by_stepped_down: list[int] = []
     if stepped_down is not None and stepped_down.rolled_back_at is not None:
-        showed_stepped_down = list(
-            session.scalars(select(Image.id).where(Image.shown_model_version_id == stepped_down.id))
+        left_by_stepped_down = list(
+            session.scalars(
+                select(Image.id).where(
+                    Image.shown_model_version_id == stepped_down.id,
+                    ~exists().where(
+                        Score.image_id == Image.id, Score.model_version_id == promoted.id
+                    ),
+                )
+            )
         )
     session.execute(
         update(Image)
@@ -77,10 +86,10 @@ def refresh_after_promotion(
         .values(shown_model_version_id=promoted.id)
         .execution_options(synchronize_session=False)
     )
-    if stepped_down is not None and showed_stepped_down:
+    if stepped_down is not None and left_by_stepped_down:
         _refresh_where(session, Image.shown_model_version_id == stepped_down.id)
     refresh_shown_tags_where(session, Image.id.in_(scored_by_promoted))
-    refresh_shown_tags(session, showed_stepped_down)
+    refresh_shown_tags(session, left_by_stepped_down)
 
 
 def refresh_all_shown_versions(session: Session) -> None:

@@ -73,10 +73,21 @@ def prefix_end(uri_prefix: str) -> str | None:
     return None
 
 
-def _in_prefix(session: Session, uri_prefix: str) -> ColumnElement[bool]:
+def _in_prefix(
+    session: Session, uri_prefix: str, after: str | None = None, up_to: str | None = None
+) -> ColumnElement[bool]:
+    """Under ``uri_prefix``, after ``after`` and not after ``up_to`` (None: no such bound).
+
+    One bound at each end: SQLite's index range takes the first lower and upper bounds it is
+    given, not the tighter ones, so with the prefix's bounds too each page would read the
+    prefix from its start (40 ms a page at 200,000 rows instead of 0.04).
+    """
     uri = _uri_bytes(session)
+    lower = uri > after if after is not None and after >= uri_prefix else uri >= uri_prefix
     end = prefix_end(uri_prefix)
-    return and_(uri >= uri_prefix, uri < end if end is not None else true())
+    if up_to is not None and (end is None or up_to < end):
+        return and_(lower, uri <= up_to)
+    return and_(lower, uri < end if end is not None else true())
 
 
 def versions_in_range(
@@ -84,7 +95,6 @@ def versions_in_range(
 ) -> list[RangeVersion]:
     """Every registered version under ``uri_prefix`` whose URI sorts after ``after`` (from the
     prefix on when None) and not after ``up_to``: one range scan of the URI index."""
-    uri = _uri_bytes(session)
     rows = session.execute(
         select(
             Image.id,
@@ -92,11 +102,7 @@ def versions_in_range(
             Image.etag,
             current_image(),
             Image.first_seen_at < listing_start,
-        ).where(
-            _in_prefix(session, uri_prefix),
-            uri > after if after is not None else true(),
-            uri <= up_to,
-        )
+        ).where(_in_prefix(session, uri_prefix, after, up_to))
     )
     return [
         RangeVersion(image_id, uri_, etag, bool(current), bool(known_before))
@@ -136,11 +142,13 @@ def _gone(
     *,
     marked: bool,
 ) -> ColumnElement[bool]:
+    known = and_(current_image(), Image.first_seen_at < listing_start)
     # After the last key shown, no page covered the range: all of it is unlisted.
-    after_last = _uri_bytes(session) > shown_up_to if shown_up_to is not None else true()
+    after_last = _in_prefix(session, uri_prefix, shown_up_to)
+    if not marked:
+        return and_(known, after_last)
     return and_(
-        _known_before(session, uri_prefix, listing_start),
-        or_(Image.unlisted_at == listing_start, after_last) if marked else after_last,
+        known, _in_prefix(session, uri_prefix), or_(Image.unlisted_at == listing_start, after_last)
     )
 
 

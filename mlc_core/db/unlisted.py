@@ -29,6 +29,7 @@ from mlc_core.db._statements import chunks
 from mlc_core.db.engine import database_now
 from mlc_core.db.images import current_image
 from mlc_core.db.models import Image
+from mlc_core.db.shown_tags import refresh_shown_tags
 
 # The highest code point; a prefix ending in it has no successor of the same length.
 _LAST_CODE_POINT = 0x10FFFF
@@ -195,10 +196,13 @@ def retire_gone(
     marked: bool,
 ) -> int:
     """Retire what :func:`count_gone` counts, after a complete listing; returns how many."""
-    result = session.execute(
+    retired = session.scalars(
         update(Image)
         .where(_gone(session, uri_prefix, listing_start, shown_up_to, marked=marked))
         .values(retired_at=database_now(session))
+        .returning(Image.id)
         .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0))
+    ).all()
+    # A retired image shows no tags.
+    refresh_shown_tags(session, retired)
+    return len(retired)

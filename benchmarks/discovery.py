@@ -5,10 +5,12 @@ Makes ``--objects`` (default 200,000) empty ``.jpg`` files on a local store, in 
 with a first discovery, then times what a nightly run with nothing new pays:
 
 - the listing alone (the store walked, no database);
-- a whole no-op discovery: wall time, this process's CPU, and the database's share (statements
-  and their time, from SQLAlchemy's cursor events) per listed object;
+- a whole no-op discovery: wall time and this process's CPU per listed object, the database's
+  share (statements and their time, from SQLAlchemy's cursor events) and the rows it wrote;
 - the same with the images split over one prefix per month, listed ``--workers`` at a time;
-- ``since``: only the keys after the last folder's name (nothing is retired).
+- ``since``: only the keys after the last folder's name (nothing is retired);
+- a night on which three objects were deleted (the first, one in the middle, the last): a
+  whole discovery that retires them.
 
 On the embedded SQLite database and, with ``MLC_TEST_POSTGRES_URL`` set, on PostgreSQL.
 
@@ -54,6 +56,7 @@ class Timing:
     cpu_seconds: float
     statements: int = 0
     database_seconds: float = 0.0
+    rows_written: int = 0
     listed: int = 0
     retired: int = 0
 
@@ -69,9 +72,11 @@ def _database_clock(engine: Any) -> Iterator[Timing]:
     def before(conn: Any, cursor: Any, *_: Any) -> None:
         starts[id(cursor)] = time.perf_counter()
 
-    def after(conn: Any, cursor: Any, *_: Any) -> None:
+    def after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         timing.statements += 1
         timing.database_seconds += time.perf_counter() - starts.pop(id(cursor), time.perf_counter())
+        if statement.lstrip()[:6].upper() in {"INSERT", "UPDATE", "DELETE"}:
+            timing.rows_written += max(cursor.rowcount, 0)
 
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
@@ -107,10 +112,19 @@ def _line(name: str, timing: Timing) -> str:
     target = "meets" if timing.seconds <= TARGET_SECONDS else "MISSES"
     return (
         f"  {name}: {timing.seconds:.1f} s wall, {timing.cpu_seconds:.1f} s CPU for "
-        f"{timing.listed} listed; database {timing.statements} statements, "
-        f"{timing.database_seconds / per * 1e6:.1f} us per listed object; "
-        f"retired {timing.retired}  ({target} target <= {TARGET_SECONDS:g} s)"
+        f"{timing.listed} listed ({timing.seconds / per * 1e6:.0f} us wall, "
+        f"{timing.cpu_seconds / per * 1e6:.0f} us CPU per object); database "
+        f"{timing.statements} statements, {timing.database_seconds / per * 1e6:.1f} us per "
+        f"listed object, {timing.rows_written} rows written; retired {timing.retired}  "
+        f"({target} target <= {TARGET_SECONDS:g} s)"
     )
+
+
+def _deleted_overnight(root: Path, folders: list[str]) -> list[Path]:
+    """The first object, one in the middle and the last: deleted by the caller, put back after."""
+    first, last = root / folders[0], root / folders[-1]
+    middle = root / folders[len(folders) // 2]
+    return [min(first.iterdir()), sorted(middle.iterdir())[PER_FOLDER // 2], max(last.iterdir())]
 
 
 def _measure(database_url: str, root: Path, folders: list[str], workers: int) -> list[str]:
@@ -128,6 +142,14 @@ def _measure(database_url: str, root: Path, folders: list[str], workers: int) ->
         split = _discover(workspace, prefixes, listing_workers=workers)
         last = folders[-1]
         since = _discover(workspace, ["images/"], since=last)
+        deleted = _deleted_overnight(root, folders)
+        for path in deleted:
+            path.unlink()
+        try:
+            retiring = _discover(workspace, ["images/"])
+        finally:
+            for path in deleted:
+                path.touch()
     finally:
         workspace.close()
     return [
@@ -137,6 +159,7 @@ def _measure(database_url: str, root: Path, folders: list[str], workers: int) ->
         _line("no-op discovery (all known)", again),
         _line(f"no-op discovery over {len(prefixes)} prefixes, {workers} at a time", split),
         _line(f"since {last} (the last folder only; partial, retires nothing)", since),
+        _line(f"discovery after {len(deleted)} deletions (first, middle, last)", retiring),
     ]
 
 

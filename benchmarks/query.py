@@ -98,10 +98,10 @@ def fill(url: str, images: int, seed: int = 7) -> None:
         _copy(
             connection,
             "images",
-            "id, uri, etag, size, first_seen_at, status, listed_at",
+            "id, uri, etag, size, first_seen_at, status",
             (
                 f"{i + 1}\t{ROOT}images/{i // 1000:04d}/{i:07d}.jpg\te{i}\t250000\t"
-                "2026-11-01 00:00:00+00\tscored\t2026-11-01 00:00:00+00\n"
+                "2026-11-01 00:00:00+00\tscored\n"
                 for i in range(images)
             ),
         )

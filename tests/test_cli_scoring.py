@@ -129,3 +129,34 @@ def test_score_since_a_key_lists_only_later_keys_and_retires_nothing(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "listed 2 objects, 2 new images; scored 2," in result.stdout
     assert _rows(home, "select count(*) from images where retired_at is not null") == [(0,)]
+
+
+@pytest.mark.slow
+def test_score_retires_the_images_deleted_since_and_a_second_run_changes_no_row(
+    isolated_mlc_environment: Path, tmp_path: Path
+) -> None:
+    home = isolated_mlc_environment
+    workspace = open_workspace(load_settings())
+    try:
+        register_champion(workspace, "v1", thresholds=[0.0001] * 5)
+        keys = put_tiny_images(workspace, 12)
+        score_images(workspace)
+        deleted = [keys[0], keys[6], keys[11]]  # the first key, one between, the last
+        for key in deleted:
+            workspace.store.delete(key)
+        gone = [(workspace.store.uri(key),) for key in deleted]
+    finally:
+        workspace.close()
+
+    result = _run(home, tmp_path, "score")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "listed 9 objects, 0 new images; scored 0," in result.stdout
+    assert "retired: 3 images gone from the store" in result.stdout
+    assert _rows(home, "select uri from images where retired_at is not null order by uri") == gone
+    assert len(_rows(home, "select distinct image_uri from current_tags")) == 9
+    images = _rows(home, "select * from images order by id")
+    again = _run(home, tmp_path, "score")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "retired" not in again.stdout
+    assert _rows(home, "select * from images order by id") == images

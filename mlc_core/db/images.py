@@ -3,8 +3,9 @@ what the store no longer has.
 
 An image row is one version of an object: ``(uri, etag)`` is unique, a changed object is a
 new row, and the older one is marked ``superseded_at``. An object gone from the store is
-``retired_at``: it leaves the views and keeps its history. The current version of an object
-is the one neither superseded nor retired (:func:`current_image`).
+``retired_at``: it leaves the views and keeps its history (what a listing did not show is
+found by :mod:`mlc_core.db.unlisted`). The current version of an object is the one neither
+superseded nor retired (:func:`current_image`).
 
 Functions take a session and never commit; the caller owns the transaction.
 """
@@ -79,9 +80,7 @@ def find_image_versions(
     return found
 
 
-def register_images(
-    session: Session, images: Sequence[ImageRecord], *, listed_at: datetime | None = None
-) -> dict[tuple[str, str], int]:
+def register_images(session: Session, images: Sequence[ImageRecord]) -> dict[tuple[str, str], int]:
     """Record the listed objects as the current versions of their URIs.
 
     A ``(uri, etag)`` not seen before becomes a new image row (status ``new``); one already
@@ -90,10 +89,6 @@ def register_images(
     restored) only when it is not older than the current one: a listing that overlapped a
     rewrite cannot bring the old bytes back. A retired version that is listed again is current
     again. When one URI is listed with two etags, the later record is the current one.
-
-    Args:
-        listed_at: the listing's start on the database's clock, recorded on every listed
-            version (see :func:`retire_unlisted`); default now.
 
     Returns:
         ``(uri, etag) -> images.id`` for every given record.
@@ -134,7 +129,6 @@ def register_images(
         changed |= _make_current(session, dict(chunk), now)
     # A new current version shows its object's labels; a superseded one shows nothing.
     refresh_shown_tags(session, list(changed))
-    mark_listed(session, list(ids.values()), listed_at or now)
     return ids
 
 
@@ -183,17 +177,6 @@ def _make_current(
     return not_current | set(superseded)
 
 
-def mark_listed(session: Session, image_ids: Sequence[int], listed_at: datetime) -> None:
-    """Record that a listing that started at ``listed_at`` showed these image versions."""
-    for chunk in chunks(list(image_ids)):
-        session.execute(
-            update(Image)
-            .where(Image.id.in_(chunk))
-            .values(listed_at=listed_at)
-            .execution_options(synchronize_session=False)
-        )
-
-
 def retire_images(session: Session, image_ids: Sequence[int]) -> int:
     """Retire these image versions (their objects are gone); returns how many were current."""
     retired = 0
@@ -208,48 +191,6 @@ def retire_images(session: Session, image_ids: Sequence[int]) -> int:
         retired += int(getattr(result, "rowcount", 0))
     refresh_shown_tags(session, image_ids)
     return retired
-
-
-def _unlisted(uri_prefix: str, listed_since: datetime) -> ColumnElement[bool]:
-    # Registered before the listing began, and not shown by it: gone from the store.
-    return and_(
-        current_image(),
-        starts_with_any(Image.uri, [uri_prefix]),
-        Image.first_seen_at < listed_since,
-        or_(Image.listed_at.is_(None), Image.listed_at < listed_since),
-    )
-
-
-def count_unlisted(session: Session, uri_prefix: str, listed_since: datetime) -> tuple[int, int]:
-    """``(unlisted, known)``: the current images under ``uri_prefix`` registered before
-    ``listed_since`` that a listing started then did not show, and all of them."""
-    known_before = and_(
-        current_image(),
-        starts_with_any(Image.uri, [uri_prefix]),
-        Image.first_seen_at < listed_since,
-    )
-    known = session.scalar(select(func.count()).select_from(Image).where(known_before)) or 0
-    unlisted = (
-        session.scalar(
-            select(func.count()).select_from(Image).where(_unlisted(uri_prefix, listed_since))
-        )
-        or 0
-    )
-    return int(unlisted), int(known)
-
-
-def retire_unlisted(session: Session, uri_prefix: str, listed_since: datetime) -> int:
-    """Retire the current images under ``uri_prefix`` that a complete listing started at
-    ``listed_since`` did not show; returns how many."""
-    retired = session.scalars(
-        update(Image)
-        .where(_unlisted(uri_prefix, listed_since))
-        .values(retired_at=database_now(session))
-        .returning(Image.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    refresh_shown_tags(session, retired)
-    return len(retired)
 
 
 def record_failures(session: Session, failures: Sequence[tuple[int, str]]) -> None:

@@ -8,6 +8,7 @@ on the current working directory or an ``alembic.ini``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -38,6 +39,20 @@ def alembic_config(connection: Connection | None = None) -> Config:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def compared_on(dialect: str) -> Callable[..., bool]:
+    """Autogenerate's ``include_object`` hook for a database of ``dialect``: it leaves out the
+    schema items the models mark as another dialect's only (``info["dialect"]``, with the
+    matching ``ddl_if``), which the migrations create only there."""
+
+    def include(
+        item: object, name: str | None, kind: str, reflected: bool, compare_to: object
+    ) -> bool:
+        only_on = getattr(item, "info", {}).get("dialect")
+        return only_on is None or only_on == dialect
+
+    return include
 
 
 def head_revision() -> str:

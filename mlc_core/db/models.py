@@ -73,6 +73,14 @@ class Image(Base):
         UniqueConstraint("uri", "etag"),
         CheckConstraint(f"status IN {IMAGE_STATUSES}", name="status"),
         Index("ix_images_status", "status"),
+        # The URIs in byte order, as listings sort keys (mlc_core.db.unlisted): the index on
+        # uri follows the database's locale. SQLite's index on uri is in byte order already.
+        Index(
+            "ix_images_uri_bytes",
+            "uri",
+            postgresql_ops={"uri": 'COLLATE "C"'},
+            info={"dialect": "postgresql"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     # 10 M new images a night outgrow a 32-bit id within a year on PostgreSQL; SQLite needs
@@ -90,8 +98,10 @@ class Image(Base):
     # The object is gone from the store: a read found it missing, or a complete listing of
     # its prefix did not show it. Retired rows leave the views and keep their history.
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # When a listing last showed this version (the discovery's start, on the database's clock).
-    listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The start (on the database's clock) of the last listing that did not show this version
+    # in the key range its pages covered; a complete listing retires the versions it marked
+    # (see mlc_core.db.unlisted). A listing writes nothing for the versions it shows.
+    unlisted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # How often claims on this image were taken over from runs that died holding it.
     abandoned_claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The model version whose tags the views show for this image (see mlc_core.db.shown, which

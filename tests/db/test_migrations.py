@@ -12,6 +12,7 @@ from sqlalchemy import Engine, inspect
 from mlc_core.db.engine import create_db_engine
 from mlc_core.db.migrate import (
     alembic_config,
+    compared_on,
     head_revision,
     require_current_schema,
     schema_revision,
@@ -63,7 +64,12 @@ def test_upgrade_twice_is_a_no_op(migrated_engine: Engine) -> None:
 def test_models_match_migrations(migrated_engine: Engine) -> None:
     with migrated_engine.connect() as connection:
         context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "compare_server_default": True}
+            connection,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "include_object": compared_on(connection.dialect.name),
+            },
         )
         differences = compare_metadata(context, Base.metadata)
 

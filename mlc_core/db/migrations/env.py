@@ -14,6 +14,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from mlc_core.db.engine import create_db_engine
+from mlc_core.db.migrate import compared_on
 from mlc_core.db.models import Base
 
 config = context.config
@@ -27,6 +28,7 @@ def _configure(connection: Connection) -> None:
         # SQLite can alter a table only by copying it; batch mode does that for us.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=compared_on(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

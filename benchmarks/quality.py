@@ -204,6 +204,10 @@ def run_quality(
         "semi_supervised": fitted.semi_supervised,
         "epochs_run": fitted.outcome.epochs_run,
         "best_epoch": fitted.outcome.best_epoch,
+        "validation_map": max(
+            (r.validation_map for r in fitted.outcome.history if r.validation_map is not None),
+            default=float("nan"),
+        ),
         "training_seconds": seconds,
         "model": fitted.model,
     }

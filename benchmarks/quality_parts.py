@@ -18,6 +18,7 @@ from mlc_core.settings import TrainingSettings
 
 HEADLINE = (
     ("mAP", "mean_average_precision"),
+    ("validation mAP", "validation_map"),
     ("micro F1", "micro_f1"),
     ("macro F1", "macro_f1"),
     ("hamming loss", "hamming_loss"),

@@ -17,6 +17,8 @@ def train_flow(
     image_size: int | None = None,
     time_budget_minutes: float | None = None,
     semi_supervised: bool | None = None,
+    min_crop_fraction: float | None = None,
+    mixup_alpha: float | None = None,
 ) -> TrainingReport:
     """Train, evaluate and register a new model version.
 
@@ -26,6 +28,8 @@ def train_flow(
         image_size: square input side in pixels; default from settings.
         time_budget_minutes: the most training may take; default from settings.
         semi_supervised: learn from unlabelled images too; default from settings.
+        min_crop_fraction: smallest side of a training crop; default from settings.
+        mixup_alpha: mixup strength; default from settings.
     """
     logger = get_run_logger()
     with opened_workspace() as workspace:
@@ -37,6 +41,8 @@ def train_flow(
                 ("image_size", image_size),
                 ("time_budget_minutes", time_budget_minutes),
                 ("semi_supervised", semi_supervised),
+                ("min_crop_fraction", min_crop_fraction),
+                ("mixup_alpha", mixup_alpha),
             )
             if value is not None
         }

@@ -22,14 +22,17 @@ logger = logging.getLogger(__name__)
 
 # Augmentation strengths. Colour is much of what tells these scenes apart (the orange of a
 # sunset, the blue of the sea, the ochre of a desert), so colour jitter stays modest and hue
-# moves by at most ~7 degrees; geometry can vary more freely.
-MIN_CROP_FRACTION = 0.5
+# moves by at most ~7 degrees; geometry can vary more freely. The crop share and the mixup
+# alpha are training settings (MLC_TRAINING__MIN_CROP_FRACTION, MLC_TRAINING__MIXUP_ALPHA);
+# these defaults are theirs.
+MIN_CROP_FRACTION = 0.35
 BRIGHTNESS_DELTA = 0.1 * 255.0
 CONTRAST_RANGE = (0.8, 1.2)
 SATURATION_RANGE = (0.8, 1.2)
 HUE_DELTA = 0.02
-# Beta(alpha, alpha) of the mixup share; 0.2 blends mostly a little, sometimes half-half.
-MIXUP_ALPHA = 0.2
+# Beta(alpha, alpha) of the mixup share; 0.4 blends a little more often than not, and
+# sometimes half-half.
+MIXUP_ALPHA = 0.4
 _RGB_TO_YIQ = np.array(
     [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float64
 )
@@ -179,7 +182,9 @@ def _colour_matrices(saturation: tf.Tensor, hue: tf.Tensor) -> tf.Tensor:
     return tf.einsum("ij,bjk,kl->bil", from_yiq, chroma, to_yiq)
 
 
-def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def augment_batch(
+    images: tf.Tensor, seed: tf.Tensor, min_crop_fraction: float = MIN_CROP_FRACTION
+) -> tf.Tensor:
     """Randomly flip, crop-and-zoom and colour-jitter a float batch in [0, 255].
 
     Every random draw comes from stateless ops keyed by ``seed`` (shape ``(2,)``), so a
@@ -194,10 +199,10 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     def uniform(index: int, low: float, high: float) -> tf.Tensor:
         return tf.random.stateless_uniform([count], seeds[index], minval=low, maxval=high)
 
-    # A random crop covering MIN_CROP_FRACTION..1 of each side, resized back to full size;
+    # A random crop covering min_crop_fraction..1 of each side, resized back to full size;
     # swapping the box's left and right edges mirrors it, so the flip costs nothing extra.
-    side_y = uniform(0, MIN_CROP_FRACTION, 1.0)
-    side_x = tf.clip_by_value(side_y * uniform(1, 0.9, 1.1), MIN_CROP_FRACTION, 1.0)
+    side_y = uniform(0, min_crop_fraction, 1.0)
+    side_x = tf.clip_by_value(side_y * uniform(1, 0.9, 1.1), min_crop_fraction, 1.0)
     top = uniform(2, 0.0, 1.0) * (1.0 - side_y)
     left = uniform(3, 0.0, 1.0) * (1.0 - side_x)
     flip = uniform(4, 0.0, 1.0) < 0.5
@@ -250,11 +255,13 @@ def erase_patches(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.where(inside[..., None], mean, images)
 
 
-def mix_batch(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def mix_batch(
+    images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, alpha: float = MIXUP_ALPHA
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Mixup: blend each image and its labels with those of another image of the batch.
 
     Image ``i`` is paired with image ``count - 1 - i`` (the batch is already shuffled) and
-    keeps the larger share ``w = max(l, 1 - l)``, ``l ~ Beta(MIXUP_ALPHA, MIXUP_ALPHA)``; its
+    keeps the larger share ``w = max(l, 1 - l)``, ``l ~ Beta(alpha, alpha)``; its
     labels become ``w * own + (1 - w) * other``. On 1,300 training images a small CNN
     otherwise learns the training set by heart; blended targets keep its probabilities
     graded, which is also what threshold calibration and average precision reward.
@@ -262,8 +269,8 @@ def mix_batch(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
     count = tf.shape(images)[0]
-    first = tf.random.stateless_gamma([count], seeds[0], alpha=MIXUP_ALPHA)
-    second = tf.random.stateless_gamma([count], seeds[1], alpha=MIXUP_ALPHA)
+    first = tf.random.stateless_gamma([count], seeds[0], alpha=alpha)
+    second = tf.random.stateless_gamma([count], seeds[1], alpha=alpha)
     share = first / tf.maximum(first + second, 1e-12)
     share = tf.maximum(share, 1.0 - share)
     image_share = share[:, None, None, None]
@@ -280,6 +287,8 @@ def make_training_dataset(
     seed: int,
     augment: bool,
     strong: bool = False,
+    min_crop_fraction: float = MIN_CROP_FRACTION,
+    mixup_alpha: float = MIXUP_ALPHA,
 ) -> tf.data.Dataset:
     """Return a reusable dataset of shuffled ``(float32 images, float32 labels)`` batches.
 
@@ -299,6 +308,8 @@ def make_training_dataset(
             images and their labels (:func:`mix_batch`); for training only.
         strong: with ``augment``, also erase a random patch of each image
             (:func:`erase_patches`), for a student learning from pseudo-labels.
+        min_crop_fraction: the smallest side of a random crop, as a share of the image's.
+        mixup_alpha: ``Beta(alpha, alpha)`` draws the mixup shares; larger blends more.
 
     Raises:
         ValueError: the arrays have the wrong shapes or there are no images.
@@ -317,7 +328,10 @@ def make_training_dataset(
     if augment:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
-            lambda batch, batch_seed: (augment_batch(batch[0], batch_seed), batch[1]),
+            lambda batch, batch_seed: (
+                augment_batch(batch[0], batch_seed, min_crop_fraction),
+                batch[1],
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         if strong:
@@ -328,7 +342,7 @@ def make_training_dataset(
             )
         mix_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
         dataset = tf.data.Dataset.zip(dataset, mix_seeds.batch(2)).map(
-            lambda batch, batch_seed: mix_batch(batch[0], batch[1], batch_seed),
+            lambda batch, batch_seed: mix_batch(batch[0], batch[1], batch_seed, mixup_alpha),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -306,6 +306,8 @@ def _build_and_train(
             seed=settings.seed,
             augment=True,
             strong=strong,
+            min_crop_fraction=settings.min_crop_fraction,
+            mixup_alpha=settings.mixup_alpha,
         ),
         validation[0],
         validation[1],

@@ -8,6 +8,7 @@ from PIL import Image
 
 from mlc_core.errors import ImageDecodeError, ObjectNotFound
 from mlc_core.model.dataset import (
+    augment_batch,
     decode_labeled_images,
     make_eval_dataset,
     make_training_dataset,
@@ -179,3 +180,27 @@ def test_mixup_blends_images_and_labels_in_the_same_share_keeping_the_own_one_la
     np.testing.assert_allclose(
         mixed_images[:, 0, 0, 0], own_share * levels + (1 - own_share) * partner, rtol=1e-5
     )
+
+
+def test_a_larger_mixup_alpha_blends_more() -> None:
+    images = np.zeros((512, 1, 1, 3), dtype=np.float32)
+    labels = np.eye(512, dtype=np.float32)
+
+    def mean_own_share(alpha: float) -> float:
+        _, mixed = mix_batch(images, labels, [5, 6], alpha)
+        return float(np.mean(np.diagonal(np.asarray(mixed))))
+
+    assert mean_own_share(2.0) < mean_own_share(0.05) - 0.1
+
+
+def test_a_smaller_crop_fraction_zooms_in_further() -> None:
+    # A left-to-right ramp: a crop shows a narrower range of it, a flip only mirrors it.
+    ramp = np.broadcast_to(np.linspace(0, 255, 16, dtype=np.float32)[None, :, None], (16, 16, 3))
+    images = np.repeat(ramp[None], 64, axis=0).copy()
+
+    def mean_span(min_crop_fraction: float) -> float:
+        batch = np.asarray(augment_batch(images, [1, 2], min_crop_fraction))
+        row = batch[:, 8, :, :].mean(axis=-1)
+        return float(np.mean(np.abs(row[:, -1] - row[:, 0])))
+
+    assert mean_span(1.0) > mean_span(0.3) + 30

@@ -82,8 +82,33 @@ class _ExpectedErrorFilter(logging.Filter):
         return True
 
 
-def run_flow(flow: Any, **parameters: Any) -> Any:
-    """Run a flow in this process (Prefect's ephemeral mode unless PREFECT_API_URL is set)."""
+def run_flow(entrypoint: str, **parameters: Any) -> Any:
+    """Run the flow at ``entrypoint`` (``module.name``) in this process and return its result.
+
+    Its run is recorded by the Prefect server in ``PREFECT_API_URL`` when one is configured;
+    else by the server kept for ``MLC_HOME`` (:mod:`flows.kept_server`), started now if need
+    be while the flow's modules load; else, with ``MLC_ORCHESTRATION__KEEP_PREFECT_SERVER``
+    off, by the temporary server of Prefect's ephemeral mode.
+    """
+    from flows import kept_server
+    from flows.common import load_flow
+
+    chosen = settings()
+    server = None
+    if chosen.orchestration.keep_prefect_server and not kept_server.prefect_api_configured():
+        server, started = kept_server.start_or_reuse(chosen.home)
+        if started:
+            errors.print(
+                f"starting a Prefect server for mlc's runs at {server.ui_url} (kept for the "
+                "next commands; `mlc server stop` stops it)",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+    flow = load_flow(entrypoint)
+    if server is not None:
+        kept_server.wait_until_healthy(chosen.home, server)
+        kept_server.point_prefect_at(server)
     for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
         logging.getLogger(name).addFilter(_ExpectedErrorFilter())
     return flow(**parameters)

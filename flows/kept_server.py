@@ -125,7 +125,14 @@ def is_healthy(server: KeptServer, timeout: float = HEALTH_TIMEOUT_SECONDS) -> b
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """Hold the folder's lock: one command at a time decides which server to use."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MlcError(
+            f"cannot make {folder} for the Prefect server mlc keeps ({error.strerror}); set "
+            "MLC_HOME to a folder mlc may write, PREFECT_API_URL to a Prefect server, or "
+            "MLC_ORCHESTRATION__KEEP_PREFECT_SERVER=false"
+        ) from None
     with (folder / LOCK_FILE).open("a") as lock:
         # Released by the kernel when the holder dies, so a killed command blocks nobody.
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -210,17 +217,20 @@ def wait_until_healthy(home: Path, server: KeptServer) -> None:
     """Wait until ``server`` answers.
 
     Raises:
-        MlcError: it exited, or did not answer within ``START_TIMEOUT_SECONDS`` of its start;
-            the message ends with the last lines of its log.
+        MlcError: it exited, or did not answer within ``START_TIMEOUT_SECONDS`` of its start
+            (or ``HEALTH_TIMEOUT_SECONDS`` from now, if that is later); the message ends with
+            the last lines of its log.
     """
-    deadline = server.started_at + START_TIMEOUT_SECONDS
+    # A server that answered before and is slow now (a busy machine) gets a while more.
+    deadline = max(server.started_at + START_TIMEOUT_SECONDS, time.time() + HEALTH_TIMEOUT_SECONDS)
     while not is_healthy(server, timeout=2.0):
         if not is_running(server):
             problem = f"the Prefect server kept for mlc (pid {server.pid}) stopped while starting"
         elif time.time() > deadline:
             problem = (
-                f"the Prefect server kept for mlc (pid {server.pid}) did not answer at "
-                f"{server.api_url} within {START_TIMEOUT_SECONDS:.0f} s of its start"
+                f"the Prefect server kept for mlc (pid {server.pid}) does not answer at "
+                f"{server.api_url}; `mlc server stop` stops it and the next command starts "
+                "another"
             )
         else:
             time.sleep(POLL_SECONDS)

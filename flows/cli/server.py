@@ -31,7 +31,7 @@ def start() -> None:
     server, started = kept_server.start_or_reuse(chosen.home)
     kept_server.wait_until_healthy(chosen.home, server)
     verb = "started" if started else "already running:"
-    console.print(f"{verb} {_describe(server)}", highlight=False, markup=False)
+    _say(f"{verb} {_describe(server)}")
 
 
 @server_app.command("stop")
@@ -40,9 +40,9 @@ def stop() -> None:
     home = settings().home
     server = kept_server.stop(home)
     if server is None:
-        console.print(f"no Prefect server is kept for {home}", highlight=False, markup=False)
+        _say(f"no Prefect server is kept for {home}")
         return
-    console.print(f"stopped {_describe(server)}", highlight=False, markup=False)
+    _say(f"stopped {_describe(server)}")
 
 
 @server_app.command("status")
@@ -51,19 +51,13 @@ def status() -> None:
     home = settings().home
     server = kept_server.recorded_server(kept_server.server_folder(home))
     if server is None or not kept_server.is_running(server):
-        console.print(f"no Prefect server is kept for {home}", highlight=False, markup=False)
+        _say(f"no Prefect server is kept for {home}")
     else:
         answers = "answering" if kept_server.is_healthy(server) else "not answering"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(server.started_at))
-        console.print(
-            f"{_describe(server)}, started {started}, {answers}", highlight=False, markup=False
-        )
+        _say(f"{_describe(server)}, started {started}, {answers}")
     if kept_server.prefect_api_configured():
-        console.print(
-            "PREFECT_API_URL is set: commands record their runs there, not on a kept server",
-            highlight=False,
-            markup=False,
-        )
+        _say("PREFECT_API_URL is set: commands record their runs there, not on a kept server")
 
 
 def _describe(server: kept_server.KeptServer) -> str:
@@ -71,3 +65,8 @@ def _describe(server: kept_server.KeptServer) -> str:
         f"the Prefect server kept for mlc at {server.ui_url} "
         f"(pid {server.pid}, Prefect {server.prefect_version})"
     )
+
+
+def _say(text: str) -> None:
+    # One line whatever the terminal's width: an address to copy must not wrap.
+    console.print(text, highlight=False, markup=False, soft_wrap=True)

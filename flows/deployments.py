@@ -22,10 +22,10 @@ that the Prefect API is down before it loads TensorFlow.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from flows.common import load_flow
 from mlc_core.errors import MlcError, SettingsError
 from mlc_core.settings import Settings
 
@@ -110,11 +110,6 @@ def _named_after_flow(
     )
 
 
-def _load_flow(entrypoint: str) -> Any:
-    module_name, _, attribute = entrypoint.rpartition(".")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
 def build_deployments(settings: Settings) -> list[Any]:
     """The ``RunnerDeployment`` of each spec, ready for ``prefect.serve``.
 
@@ -145,7 +140,7 @@ def build_deployments(settings: Settings) -> list[Any]:
             else None
         )
         deployments.append(
-            _load_flow(spec.entrypoint).to_deployment(
+            load_flow(spec.entrypoint).to_deployment(
                 name=spec.name,
                 schedules=schedules,
                 parameters=spec.parameters,

@@ -208,6 +208,13 @@ class OrchestrationSettings(BaseModel):
     rescore_after_promotion: bool = Field(
         True, description="after a retrain promotes a new champion, rescore older rows with it"
     )
+    keep_prefect_server: bool = Field(
+        True,
+        description=(
+            "without PREFECT_API_URL, run flows on a local Prefect server kept between "
+            "commands (started by the first); false: a temporary server per command"
+        ),
+    )
     transient_retries: int = Field(
         3,
         ge=0,

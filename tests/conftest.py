@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.prefect import NO_KEPT_SERVER
+
 # Quiet TensorFlow and keep Prefect from phoning home in every process the tests start.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -25,14 +27,22 @@ DATASET_DIR = Path(
 @pytest.fixture(autouse=True)
 def isolated_mlc_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Each test gets its own MLC_HOME, none of the caller's MLC_ variables, and a working
-    directory of its own (settings also come from a ``.env`` file there)."""
+    directory of its own (settings also come from a ``.env`` file there). A Prefect server
+    kept for that MLC_HOME is stopped when the test ends."""
+    from flows.kept_server import stop
+
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
         if name.startswith("MLC_") and not name.startswith("MLC_TEST_"):
             monkeypatch.delenv(name)
+    for name, value in NO_KEPT_SERVER.items():
+        monkeypatch.setenv(name, value)
     home = tmp_path / "mlc-home"
     monkeypatch.setenv("MLC_HOME", str(home))
-    yield home
+    try:
+        yield home
+    finally:
+        stop(home)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Jobs that must not overlap, as a user runs them: `kill -9` of a running `mlc score` or
-`mlc train`, then the same command again, on the embedded defaults (Prefect's temporary server
-dies with the command) and against a real Prefect server. The next command must not wait for
+`mlc train`, then the same command again, on the embedded defaults (the Prefect server kept
+between commands outlives the killed one; with it turned off, Prefect's temporary server dies
+with the command) and against a real Prefect server. The next command must not wait for
 the dead one for longer than the claim lease, and nothing it held may be lost or done twice.
 Two trainings at once take turns and both leave a loadable model."""
 
@@ -16,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from flows.kept_server import is_running, recorded_server, server_folder
 from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import open_workspace
 from mlc_core.settings import load_settings
-from tests.fixtures.prefect import PrefectServer
+from tests.fixtures.prefect import NO_KEPT_SERVER, PrefectServer
 from tests.jobs.conftest import labels_csv, put_synthetic_images
 from tests.jobs.scoring_support import put_tiny_images, register_champion
 
@@ -38,7 +40,10 @@ TRAINING = {
 SECOND_COMMAND_TIMEOUT = 240
 
 
-def _environment(home: Path, prefect: PrefectServer | None, tmp_path: Path) -> dict[str, str]:
+def _environment(home: Path, prefect: PrefectServer | str, tmp_path: Path) -> dict[str, str]:
+    """The command's environment on ``prefect``: a server of the session, or the embedded
+    defaults' ``kept`` server (its own, kept between commands) or ``temporary`` one per
+    command (Prefect's ephemeral mode)."""
     base = {
         name: value
         for name, value in os.environ.items()
@@ -55,20 +60,25 @@ def _environment(home: Path, prefect: PrefectServer | None, tmp_path: Path) -> d
             **TRAINING,
         }
     )
-    if prefect is None:
-        # Prefect's ephemeral mode: a temporary server per command, state in PREFECT_HOME.
-        base.update(
-            PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
-        )
-        return base
-    return prefect.env(base, PREFECT_HOME=str(tmp_path / "prefect-client"))
+    if isinstance(prefect, PrefectServer):
+        return prefect.env(base, PREFECT_HOME=str(tmp_path / "prefect-client"), **NO_KEPT_SERVER)
+    base.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
+    if prefect == "temporary":
+        base.update(NO_KEPT_SERVER)
+    return base
 
 
-@pytest.fixture(params=["ephemeral", "prefect-server"])
+@pytest.fixture
 def environment(
     request: pytest.FixtureRequest, isolated_mlc_environment: Path, tmp_path: Path
 ) -> dict[str, str]:
-    prefect = request.getfixturevalue("prefect_server") if request.param != "ephemeral" else None
+    prefect = (
+        request.getfixturevalue("prefect_server")
+        if request.param == "prefect-server"
+        else request.param
+    )
     return _environment(isolated_mlc_environment, prefect, tmp_path)
 
 
@@ -97,8 +107,8 @@ def _kill_when(command: list[str], env: dict[str, str], home: Path, ready_sql: s
             assert time.monotonic() < deadline, f"mlc {command} did not get going in time"
             time.sleep(0.05)
     finally:
-        # The whole process group: the command and Prefect's temporary server, as a lost
-        # machine or a container kill would take them.
+        # The whole process group: the command and Prefect's temporary server, as a container
+        # kill would take them (a kept server has a session of its own and stays).
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)
 
@@ -115,6 +125,7 @@ def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("environment", ["kept", "temporary", "prefect-server"], indirect=True)
 def test_a_killed_score_command_does_not_block_the_next_one(
     isolated_mlc_environment: Path, environment: dict[str, str]
 ) -> None:
@@ -138,9 +149,17 @@ def test_a_killed_score_command_does_not_block_the_next_one(
     assert _count(home, "select count(*) from scores") == IMAGES
     assert _count(home, "select count(*) from run_locks") == 0
     assert _count(home, "select count(*) from score_claims") == 0
+    kept = recorded_server(server_folder(home))
+    if "PREFECT_API_URL" in environment or environment.keys() & NO_KEPT_SERVER.keys():
+        assert kept is None
+    else:
+        # The server the killed command started outlived it and served the second command.
+        assert kept is not None and is_running(kept)
+        assert "starting a Prefect server" not in second.stderr
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("environment", ["kept", "prefect-server"], indirect=True)
 def test_a_killed_training_does_not_block_the_next_one(
     isolated_mlc_environment: Path, environment: dict[str, str]
 ) -> None:

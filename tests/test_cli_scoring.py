@@ -16,6 +16,7 @@ import pytest
 from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.workspace import open_workspace
 from mlc_core.settings import load_settings
+from tests.fixtures.prefect import NO_KEPT_SERVER
 from tests.jobs.scoring_support import put_tiny_images, register_champion, tiny_jpeg
 
 MLC = Path(sys.executable).parent / "mlc"
@@ -35,6 +36,7 @@ def _run(home: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[
         **{k: v for k, v in os.environ.items() if not k.startswith(("MLC_", "PREFECT_API"))},
         "MLC_HOME": str(home),
         "MLC_ORCHESTRATION__TRANSIENT_RETRIES": "0",
+        **NO_KEPT_SERVER,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "TF_CPP_MIN_LOG_LEVEL": "2",

@@ -11,6 +11,7 @@ from pathlib import Path
 from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.workspace import open_workspace
 from mlc_core.settings import load_settings
+from tests.fixtures.prefect import NO_KEPT_SERVER
 from tests.jobs.conftest import labels_csv, put_synthetic_images
 
 MLC = Path(sys.executable).parent / "mlc"
@@ -33,6 +34,7 @@ def test_a_budget_shorter_than_one_epoch_stops_train_before_anything_is_written(
         "MLC_TRAINING__IMAGE_SIZE": "32",
         "MLC_TRAINING__MIN_POSITIVES": "2",
         "MLC_TRAINING__TIME_BUDGET_MINUTES": "0.0001",
+        **NO_KEPT_SERVER,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "TF_CPP_MIN_LOG_LEVEL": "2",

@@ -31,13 +31,14 @@ def labels_import(
     ] = "",
 ) -> None:
     """Import ground-truth labels; bad rows are reported by line and the rest imported."""
-    from flows.labels import import_labels_flow
     from mlc_core.reports.scoring import labels_import_summary
 
     if not file.is_file():
         raise MlcError(f"labels file {file} does not exist")
     check_workspace()
-    report = run_flow(import_labels_flow, path=str(file.resolve()), key_prefix=key_prefix)
+    report = run_flow(
+        "flows.labels.import_labels_flow", path=str(file.resolve()), key_prefix=key_prefix
+    )
     for problem in report.problems:
         errors.print(f"{file.name} {problem}", highlight=False, markup=False)
     print_document(labels_import_summary(report))
@@ -50,12 +51,13 @@ def train(
     image_size: Annotated[int | None, typer.Option(min=32, max=1024)] = None,
 ) -> None:
     """Train a model version on the labelled images; promote it if it beats the champion."""
-    from flows.train import train_flow
     from mlc_core.reports.training import training_summary
 
     check_workspace()
     with progress_bar("training", _describe_epoch):
-        report = run_flow(train_flow, epochs=epochs, backbone=backbone, image_size=image_size)
+        report = run_flow(
+            "flows.train.train_flow", epochs=epochs, backbone=backbone, image_size=image_size
+        )
     print_document(training_summary(report))
 
 
@@ -105,13 +107,10 @@ def score(
 
 def run_scoring(**parameters: Any) -> None:
     """Run the score flow with ``parameters`` behind a progress bar and print its summary."""
-    # Imported once the cheap checks passed: it loads Prefect, which takes seconds a user
-    # waiting for "train first" should not spend.
-    from flows.score import score_flow
     from mlc_core.reports.scoring import score_summary
 
     with progress_bar("scoring", _describe_scoring):
-        report = run_flow(score_flow, **parameters)
+        report = run_flow("flows.score.score_flow", **parameters)
     print_document(score_summary(report))
 
 
@@ -137,10 +136,8 @@ def retag(
             require_champion(session)
         else:
             require_model_version(session, version)
-    from flows.retag import retag_flow
-
     with progress_bar("re-tagging", lambda kind, event: f"re-tagging ({event.changed} changed)"):
-        report = run_flow(retag_flow, version=version, batch_size=batch_size)
+        report = run_flow("flows.retag.retag_flow", version=version, batch_size=batch_size)
     print_document(retag_summary(report))
 
 
@@ -153,7 +150,6 @@ def demo(
     ] = 3.0,
 ) -> None:
     """Run the main job end to end on a synthetic data set, then show the results."""
-    from flows.demo import demo_flow
     from mlc_core.db.engine import display_url
     from mlc_core.reports.catalog import holdout_summary
     from mlc_core.reports.scoring import score_summary
@@ -168,7 +164,7 @@ def demo(
         markup=False,
     )
     with progress_bar("demo", _describe_demo):
-        outcome = run_flow(demo_flow, images=images, epochs=epochs, minutes=minutes)
+        outcome = run_flow("flows.demo.demo_flow", images=images, epochs=epochs, minutes=minutes)
     for document in (
         training_summary(outcome.training),
         score_summary(outcome.scoring),

@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
+from flows.kept_server import is_running, recorded_server, server_folder
 from flows.ui.security import refusal
 from mlc_core.errors import (
     DatabaseError,
@@ -56,7 +57,7 @@ class UIState:
         self.settings = settings
         self.token = settings.ui.token.get_secret_value() if settings.ui.token else None
         self.csrf_token = secrets.token_urlsafe(32)
-        self.prefect_ui_url = _prefect_ui_url()
+        self.prefect_ui_url = _prefect_ui_url(settings)
         self._workspace: Workspace | None = None
         self._thumbnails: ThumbnailCache | None = None
         self._lock = threading.Lock()
@@ -122,14 +123,18 @@ class UIState:
             self._workspace.close()
 
 
-def _prefect_ui_url() -> str | None:
-    """The Prefect UI to link runs to: ``PREFECT_UI_URL``, else the API's server."""
+def _prefect_ui_url(settings: Settings) -> str | None:
+    """The Prefect UI to link runs to: ``PREFECT_UI_URL``, else the API's server, else the
+    server kept for the job commands (when it runs as the page starts)."""
     ui = os.environ.get("PREFECT_UI_URL")
     api = os.environ.get("PREFECT_API_URL")
     if ui:
         return ui.rstrip("/")
     if api:
         return api.rstrip("/").removesuffix("/api")
+    kept = recorded_server(server_folder(settings.home))
+    if settings.orchestration.keep_prefect_server and kept is not None and is_running(kept):
+        return kept.ui_url
     return None
 
 

@@ -1,10 +1,11 @@
 """The filters of a tag question as probes of one image (the outer ``images`` row).
 
 Each is a condition on the image row :mod:`mlc_core.db.tag_search` walks, so PostgreSQL checks
-it by index lookups for each image the walk reaches and stops at the page's end. The rules are
-those of the ``current_tags`` view (see :mod:`mlc_core.db.views`): the shown version kept on the
-image row, people's labels winning over it, an image whose latest scoring failed showing no
-model tags.
+it by index lookups for each image the walk reaches and stops at the page's end. What the views
+show is read from the rows ``current_tags`` presents, kept in ``shown_tags`` (see
+:mod:`mlc_core.db.shown_tags`: the shown version's tags, people's labels winning over them, an
+image whose latest scoring failed showing no model tags); one version's own tags from
+``image_tags``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from mlc_core.db.models import Image, ImageTag, Label, ModelVersion, Score
+from mlc_core.db.models import Image, ImageTag, ModelVersion, Score, ShownTag
 from mlc_core.errors import UnknownTag
 
 if TYPE_CHECKING:
@@ -43,25 +44,35 @@ def model_says(
     tags: Sequence[str] | None, model_version_id: int | None, min_probability: float | None
 ) -> ColumnElement[bool]:
     """A model tagged the image (the outer ``images`` row) with one of ``tags`` (None: with
-    any tag): the shown version, unless a person's label on that tag overrides it; or version
-    ``model_version_id``."""
-    said = [ImageTag.image_id == Image.id]
+    any tag), as the views show it (the shown version, unless a person's label on that tag
+    overrides it); or version ``model_version_id`` did."""
+    if model_version_id is None:
+        return shown(tags, source="model", min_probability=min_probability)
+    said = [ImageTag.image_id == Image.id, ImageTag.model_version_id == model_version_id]
     if tags is not None:
         said.append(ImageTag.tag.in_(list(tags)))
     if min_probability is not None:
         said.append(ImageTag.probability >= min_probability)
-    if model_version_id is not None:
-        return _probe(*said, ImageTag.model_version_id == model_version_id)
-    # Two levels down: correlate by hand (automatic correlation reaches one level only).
-    overridden = (
-        exists()
-        .where(Label.image_uri == Image.uri, Label.tag == ImageTag.tag)
-        .correlate(Image, ImageTag)
-    )
-    return and_(
-        shows_model_tags(),
-        _probe(*said, ImageTag.model_version_id == Image.shown_model_version_id, ~overridden),
-    )
+    return _probe(*said)
+
+
+def shown(
+    tags: Sequence[str] | None,
+    *,
+    source: str | None = None,
+    min_probability: float | None = None,
+) -> ColumnElement[bool]:
+    """The views show the image with one of ``tags`` (None: any tag), from ``source`` if
+    named; ``min_probability`` holds for a model's tag, and a person's addition passes it (a
+    person's statement is not a guess)."""
+    condition = [ShownTag.image_id == Image.id]
+    if tags is not None:
+        condition.append(ShownTag.tag.in_(list(tags)))
+    if source is not None:
+        condition.append(ShownTag.source == source)
+    if min_probability is not None:
+        condition.append(or_(ShownTag.source == "human", ShownTag.probability >= min_probability))
+    return _probe(*condition)
 
 
 def _probe(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -75,15 +86,8 @@ def _probe(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
 
 
 def person_says(tags: Sequence[str] | None) -> ColumnElement[bool]:
-    """A person's label gives the image one of ``tags`` (None: any tag).
-
-    A scalar subquery, not an EXISTS: under an OR, PostgreSQL turns an EXISTS into a hash of
-    every positive label, built before the first row, where this is one index probe per image
-    the walk reaches."""
-    condition = [Label.image_uri == Image.uri, Label.positive]
-    if tags is not None:
-        condition.append(Label.tag.in_(list(tags)))
-    return select(Label.id).where(*condition).limit(1).scalar_subquery().is_not(None)
+    """A person's label gives the image one of ``tags`` (None: any tag)."""
+    return shown(tags, source="human")
 
 
 def carries(
@@ -95,16 +99,9 @@ def carries(
     """The image carries one of ``tags`` (None: any tag) as the views show it (a person's
     addition passes ``min_probability``), from ``source`` if named; or as version
     ``model_version_id`` said."""
-    model = model_says(tags, model_version_id, min_probability)
     if model_version_id is not None:
-        return false() if source == "human" else model
-    if source == "model":
-        return model
-    if source == "human":
-        return person_says(tags)
-    # An OR keeps both as per-image probes: the planner then walks images in id order and
-    # stops at the page's end, instead of joining every image that carries the tag.
-    return or_(model, person_says(tags))
+        return false() if source == "human" else model_says(tags, model_version_id, min_probability)
+    return shown(tags, source=source, min_probability=min_probability)
 
 
 def seen(model_version_id: int | None) -> ColumnElement[bool]:
@@ -146,8 +143,8 @@ def in_band(session: Session, band: ClassBand, model_version_id: int | None) -> 
         )
         .scalar_subquery()
     )
-    shown = true() if model_version_id is not None else shows_model_tags()
-    return and_(shown, probability.between(band.low, band.high))
+    has_score = true() if model_version_id is not None else shows_model_tags()
+    return and_(has_score, probability.between(band.low, band.high))
 
 
 def version_name(model_version_id: int | None) -> ScalarSelect[str]:

@@ -73,6 +73,7 @@ def fill(url: str, images: int, seed: int = 7) -> None:
     from mlc_core.db.engine import create_db_engine
     from mlc_core.db.model_versions import create_model_version, promote_model_version
     from mlc_core.db.shown import refresh_all_shown_versions
+    from mlc_core.db.tag_changes import refresh_all_tag_changes
 
     engine = create_db_engine(url)
     with Session(engine) as session, session.begin():
@@ -147,12 +148,13 @@ def fill(url: str, images: int, seed: int = 7) -> None:
         )
         connection.execute("SELECT setval('images_id_seq', %s)", [images])
         connection.commit()
-    # COPY bypasses mlc's writes, so the kept shown version is computed as the migration
-    # that introduced it does: this is also the cost of that backfill at this size.
+    # COPY bypasses mlc's writes, so the kept shown versions, tags and tag changes are
+    # computed as the migrations that introduced them do: this is also their backfill's cost.
     started = time.monotonic()
     engine = create_db_engine(url)
     with Session(engine) as session, session.begin():
         refresh_all_shown_versions(session)
+        refresh_all_tag_changes(session)
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
     engine.dispose()
@@ -218,11 +220,20 @@ def selective_questions(images: int) -> dict[str, tuple[str, Callable[[int], dic
     }
 
 
+REFERENCE_AGGREGATE = "what changed, counted from image_tags"
 AGGREGATES = {
     "tag counts": "SELECT tag, COUNT(*) FROM current_tags GROUP BY tag",
     # The README's query: per tag, on the images both versions scored, how many gained it
-    # and how many lost it.
+    # and how many lost it, from the counts mlc keeps.
     "what changed between v1 and v2": (
+        "select c.tag, c.gained, c.lost from tag_changes c "
+        "join model_versions o on o.id = c.old_version_id "
+        "join model_versions n on n.id = c.new_version_id "
+        "where o.version = 'v1' and n.version = 'v2' and (c.gained > 0 or c.lost > 0) "
+        "order by c.tag"
+    ),
+    # The same counted from the tag rows of both versions, as the kept counts replace.
+    REFERENCE_AGGREGATE: (
         "with old as (select id from model_versions where version = 'v1'), "
         "     new as (select id from model_versions where version = 'v2') "
         "select tag, count(*) filter (where in_old = 0) as gained, "
@@ -405,13 +416,21 @@ def _print_summary(results: list[dict[str, Any]], commands: dict[str, Any]) -> N
     selective = results[:5]
     worst = max(max(r["views"][0], r["mlc_core"][0]) for r in selective)
     worst95 = max(max(r["views"][1], r["mlc_core"][1]) for r in selective)
-    aggregate = max(r["views"][0] for r in results[5:])
+    # The counted-from-image_tags row is the reference the kept counts replace, not a target.
+    reference = [r for r in results[5:] if r["question"] == REFERENCE_AGGREGATE]
+    aggregate = max(r["views"][0] for r in results[5:] if r not in reference)
     print(
         f"selective: worst median {worst * 1000:.1f} ms "
         f"({worst / SELECTIVE_TARGET_MEDIAN:.2f} of the 50 ms target), worst p95 "
         f"{worst95 * 1000:.1f} ms ({worst95 / SELECTIVE_TARGET_P95:.2f} of 200 ms); "
         f"aggregates: slowest {aggregate:.2f} s ({aggregate / AGGREGATE_TARGET:.2f} of 2 s)"
     )
+    kept = next(r for r in results if r["question"] == "what changed between v1 and v2")
+    for row in reference:
+        print(
+            f"what changed: counted from image_tags {row['views'][0]:.2f} s, from the kept "
+            f"counts {kept['views'][0] * 1000:.1f} ms ({row['views'][0] / kept['views'][0]:.0f}x)"
+        )
     tags, runs = commands["mlc tags median s"], commands["mlc runs median s"]
     print(
         f"mlc tags: {tags:.2f} s end to end, {tags / runs:.2f}x mlc runs "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-HEAD_REVISION = "4b8e2d6f1c93"
+HEAD_REVISION = "8c1d4e7a9b25"
 
 
 def stored_revision(engine: Engine) -> str | None:

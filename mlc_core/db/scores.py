@@ -24,6 +24,7 @@ from mlc_core.db.images import current_image
 from mlc_core.db.models import Image, ImageTag, ModelVersion, Score
 from mlc_core.db.shown import refresh_shown_versions, shown_version_of_image
 from mlc_core.db.shown_tags import refresh_shown_tags
+from mlc_core.db.tag_changes import add_shares, shares_of
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ def write_scores(
     if not latest:
         return 0
     now = database_now(session)
+    # What changed between versions (mlc_core.db.tag_changes): these images' shares of this
+    # version's pairs, before and after.
+    shares_before = shares_of(session, list(latest), model_version_id)
     statement = insert_ignoring_conflicts(session, Score, ["image_id", "model_version_id"])
     inserted = set(
         session.scalars(
@@ -76,6 +80,7 @@ def write_scores(
         ).all()
     )
     _insert_tags(session, model_version_id, {i: latest[i].tags for i in inserted})
+    add_shares(session, shares_before, shares_of(session, list(latest), model_version_id))
     for chunk in chunks(list(latest)):
         session.execute(
             update(Image)
@@ -115,6 +120,7 @@ def _insert_tags(
 
 def delete_scores(session: Session, *, model_version_id: int, image_ids: Sequence[int]) -> None:
     """Remove one model version's scores and tags of these images (before re-scoring them)."""
+    shares_before = shares_of(session, image_ids, model_version_id)
     for chunk in chunks(list(image_ids)):
         session.execute(
             delete(ImageTag).where(
@@ -126,6 +132,7 @@ def delete_scores(session: Session, *, model_version_id: int, image_ids: Sequenc
                 Score.model_version_id == model_version_id, Score.image_id.in_(chunk)
             )
         )
+    add_shares(session, shares_before, {})
     refresh_shown_versions(session, image_ids)
 
 
@@ -135,6 +142,7 @@ def replace_tags(
     tags_by_image: Mapping[int, Sequence[tuple[str, float]]],
 ) -> None:
     """Make each image's tag set under the model version exactly the given one, in bulk."""
+    shares_before = shares_of(session, list(tags_by_image), model_version_id)
     for chunk in chunks(list(tags_by_image)):
         session.execute(
             delete(ImageTag).where(
@@ -142,6 +150,7 @@ def replace_tags(
             )
         )
     _insert_tags(session, model_version_id, tags_by_image)
+    add_shares(session, shares_before, shares_of(session, list(tags_by_image), model_version_id))
     refresh_shown_tags(session, list(tags_by_image))
 
 

@@ -1,4 +1,5 @@
-"""The kept ``shown_tags`` always equal the rule views version 4 decided on each lookup.
+"""The kept ``shown_tags`` always equal the rule views version 4 decided on each lookup, and
+the kept ``tag_changes`` the counts of what changed between every two versions.
 
 A random walk of everything that can change what people see (score writes and deletions,
 retags, promotions and rollbacks, labels set and cleared, failures, retirement, a new or a
@@ -44,6 +45,36 @@ def _kept(session: Session) -> list[tuple[Any, ...]]:
 
 def _by_the_rule(session: Session) -> list[tuple[Any, ...]]:
     return _rows(session, computed_current_tags_sql())
+
+
+def _kept_changes(session: Session) -> dict[tuple[int, int, str], tuple[int, int]]:
+    rows = session.execute(
+        text("SELECT old_version_id, new_version_id, tag, gained, lost FROM tag_changes")
+    )
+    return {(o, n, t): (g, lost) for o, n, t, g, lost in rows if g or lost}
+
+
+def _changes_by_the_rule(session: Session) -> dict[tuple[int, int, str], tuple[int, int]]:
+    scored: dict[int, set[int]] = {}
+    for image_id, version in session.execute(text("SELECT image_id, model_version_id FROM scores")):
+        scored.setdefault(image_id, set()).add(version)
+    tags: dict[tuple[int, int], set[str]] = {}
+    for image_id, version, tag in session.execute(
+        text("SELECT image_id, model_version_id, tag FROM image_tags")
+    ):
+        tags.setdefault((image_id, version), set()).add(tag)
+    counts: dict[tuple[int, int, str], list[int]] = {}
+    for image_id, versions in scored.items():
+        for old in versions:
+            for new in versions:
+                if old >= new:
+                    continue
+                before, after = tags.get((image_id, old), set()), tags.get((image_id, new), set())
+                for tag in after - before:
+                    counts.setdefault((old, new, tag), [0, 0])[0] += 1
+                for tag in before - after:
+                    counts.setdefault((old, new, tag), [0, 0])[1] += 1
+    return {key: (g, lost) for key, (g, lost) in counts.items()}
 
 
 def _random_score(rng: random.Random, image_id: int) -> ImageScore:
@@ -112,6 +143,7 @@ def test_the_kept_tags_follow_every_change_that_decides_them(
         with Session(migrated_engine) as session:
             kept = _kept(session)
             assert kept == _by_the_rule(session), (step, action)
+            assert _kept_changes(session) == _changes_by_the_rule(session), (step, action)
             seen_human |= any(row[4] == "human" for row in kept)
             seen_model |= any(row[4] == "model" for row in kept)
     # The walk reached both kinds of rows (else it proved little).

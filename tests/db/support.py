@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
@@ -13,12 +14,18 @@ from mlc_core.db.models import ModelVersion
 CLASSES = ["beach", "dog", "sky"]
 
 
-def add_model_version(session: Session, version: str, *, champion: bool = False) -> ModelVersion:
+def add_model_version(
+    session: Session,
+    version: str,
+    *,
+    champion: bool = False,
+    classes: Sequence[str] = tuple(CLASSES),
+) -> ModelVersion:
     model_version = create_model_version(
         session,
         version=version,
-        classes=CLASSES,
-        thresholds=[0.5, 0.5, 0.5],
+        classes=list(classes),
+        thresholds=[0.5] * len(classes),
         metrics={"micro_f1": 0.8},
         backbone="compact_cnn",
         image_size=64,

@@ -10,9 +10,8 @@ from sqlalchemy.orm import Session
 
 from mlc_core.db.images import record_failures, register_images
 from mlc_core.db.labels import LabelRecord, upsert_labels
-from mlc_core.db.model_versions import create_model_version, promote_model_version
 from mlc_core.db.scores import ImageScore, write_scores
-from tests.db.support import image
+from tests.db.support import add_model_version, image
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CLASSES = ["sea", "sunset", "trees"]
@@ -32,20 +31,7 @@ def _readme_queries() -> dict[str, str]:
 
 
 def _version(session: Session, name: str) -> int:
-    version = create_model_version(
-        session,
-        version=name,
-        classes=CLASSES,
-        thresholds=[0.5, 0.5, 0.5],
-        metrics={},
-        backbone="compact_cnn",
-        image_size=64,
-        artifact_uri=f"models/{name}/model.keras",
-        artifact_sha256="0" * 64,
-        card_uri=f"models/{name}/card.json",
-    )
-    promote_model_version(session, version, "test")
-    return version.id
+    return add_model_version(session, name, champion=True, classes=CLASSES).id
 
 
 def _score(image_id: int, tags: dict[str, float]) -> ImageScore:

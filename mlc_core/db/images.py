@@ -23,6 +23,7 @@ from mlc_core.db._statements import (
     chunks,
     escape_like,
     insert_ignoring_conflicts,
+    one_of,
     starts_with_any,
 )
 from mlc_core.db.engine import database_now
@@ -72,7 +73,9 @@ def find_image_versions(
     found: dict[tuple[str, str], ImageVersion] = {}
     for chunk in chunks(sorted({uri for uri, _ in wanted})):
         rows = session.execute(
-            select(Image.id, Image.uri, Image.etag, current_image()).where(Image.uri.in_(chunk))
+            select(Image.id, Image.uri, Image.etag, current_image()).where(
+                one_of(session, Image.uri, chunk)
+            )
         )
         for image_id, uri, etag, current in rows:
             if (uri, etag) in wanted:
@@ -169,7 +172,11 @@ def _make_current(
     uris = [uri for uri, (image_id, _) in listed.items() if image_id in current]
     superseded = session.scalars(
         update(Image)
-        .where(Image.uri.in_(uris), Image.id.not_in(current), Image.superseded_at.is_(None))
+        .where(
+            one_of(session, Image.uri, uris),
+            Image.id.not_in(current),
+            Image.superseded_at.is_(None),
+        )
         .values(superseded_at=now)
         .returning(Image.id)
         .execution_options(synchronize_session=False)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from mlc_core.db._statements import chunks, insert_ignoring_conflicts
+from mlc_core.db._statements import chunks, insert_ignoring_conflicts, one_of
 from mlc_core.db.engine import database_now
 from mlc_core.db.images import current_image
 from mlc_core.db.models import Image, ImageTag, ModelVersion, Score
@@ -215,7 +215,7 @@ def scores_for_uris(
             select(Image.id, Image.uri, Score.probabilities)
             .join(Score, Score.image_id == Image.id)
             .where(
-                Image.uri.in_(chunk),
+                one_of(session, Image.uri, chunk),
                 current_image(),
                 Score.model_version_id == model_version_id,
             )

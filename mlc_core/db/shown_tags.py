@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from mlc_core.db._statements import chunks
+from mlc_core.db._statements import chunks, one_of
 from mlc_core.db.models import Image, ImageTag, Label, ShownTag
 
 _COLUMNS = ["image_id", "tag", "probability", "model_version_id", "source"]
@@ -118,7 +118,7 @@ def refresh_shown_tags(session: Session, image_ids: Sequence[int]) -> None:
 def refresh_shown_tags_of_uris(session: Session, uris: Sequence[str]) -> None:
     """Recompute the shown tags of every version of these objects (their labels changed)."""
     for chunk in chunks(sorted(set(uris))):
-        refresh_shown_tags_where(session, Image.uri.in_(chunk))
+        refresh_shown_tags_where(session, one_of(session, Image.uri, chunk))
 
 
 def refresh_all_shown_tags(session: Session) -> None:

@@ -25,7 +25,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from mlc_core.db._statements import chunks
+from mlc_core.db._statements import chunks, one_of
 from mlc_core.db.engine import database_now
 from mlc_core.db.images import current_image
 from mlc_core.db.models import Image
@@ -129,7 +129,7 @@ def clear_unlisted(session: Session, uris: Sequence[str], listing_start: datetim
     for chunk in chunks(list(uris)):
         session.execute(
             update(Image)
-            .where(Image.uri.in_(chunk), Image.unlisted_at == listing_start)
+            .where(one_of(session, Image.uri, chunk), Image.unlisted_at == listing_start)
             .values(unlisted_at=None)
             .execution_options(synchronize_session=False)
         )

@@ -108,6 +108,7 @@ def test_job_commands_share_one_kept_server_that_records_their_runs_until_mlc_se
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_databases_made")
 def test_a_killed_kept_server_is_replaced_by_the_next_command(
     scored_home: Path, tmp_path: Path
 ) -> None:

@@ -27,6 +27,8 @@ from tests.jobs.conftest import labels_csv, put_synthetic_images
 from tests.jobs.scoring_support import put_tiny_images, register_champion
 
 MLC = Path(sys.executable).parent / "mlc"
+# Not about a user's first command: Prefect's database is there already.
+pytestmark = pytest.mark.usefixtures("prefect_databases_made")
 LEASE_SECONDS = 3
 IMAGES = 1500
 TRAINING = {

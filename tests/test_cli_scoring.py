@@ -20,6 +20,8 @@ from tests.fixtures.prefect import NO_KEPT_SERVER
 from tests.jobs.scoring_support import put_tiny_images, register_champion, tiny_jpeg
 
 MLC = Path(sys.executable).parent / "mlc"
+# Not about a user's first command: Prefect's database is there already.
+pytestmark = pytest.mark.usefixtures("prefect_databases_made")
 
 
 def _command(*args: str) -> list[str]:

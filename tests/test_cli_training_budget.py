@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.workspace import open_workspace
 from mlc_core.settings import load_settings
@@ -15,6 +17,8 @@ from tests.fixtures.prefect import NO_KEPT_SERVER
 from tests.jobs.conftest import labels_csv, put_synthetic_images
 
 MLC = Path(sys.executable).parent / "mlc"
+# Not about a user's first command: Prefect's database is there already.
+pytestmark = pytest.mark.usefixtures("prefect_databases_made")
 
 
 def test_a_budget_shorter_than_one_epoch_stops_train_before_anything_is_written(

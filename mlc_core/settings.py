@@ -35,6 +35,9 @@ PILLOW_DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 class TrainingSettings(BaseModel):
     """How models are trained, evaluated and promoted."""
 
+    # A misspelt setting (MLC_TRAINING__EPOCS) is refused, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
     backbone: str = Field("compact_cnn", description="backbone name from the registry")
     weights: str = Field(
         "none", description="'none', 'imagenet' (downloads; needs a network) or a weights file path"
@@ -102,6 +105,8 @@ class TrainingSettings(BaseModel):
 
 class ScoringSettings(BaseModel):
     """How images are read, decoded and scored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(64, ge=1, le=4096)
     read_workers: int = Field(16, ge=1, le=256)
@@ -174,7 +179,7 @@ class ScoringSettings(BaseModel):
 class OrchestrationSettings(BaseModel):
     """When the scheduled flows run, where their tasks run, and when a nightly run retrains."""
 
-    model_config = ConfigDict(validate_default=True)
+    model_config = ConfigDict(validate_default=True, extra="forbid")
 
     nightly_cron: str | None = Field(
         "0 2 * * *",
@@ -268,7 +273,7 @@ class OrchestrationSettings(BaseModel):
 class DriftSettings(BaseModel):
     """When a scoring run's tag rates count as drifted from the champion's validation rates."""
 
-    model_config = ConfigDict(validate_default=True)
+    model_config = ConfigDict(validate_default=True, extra="forbid")
 
     psi_limit: float = Field(
         0.2,
@@ -288,6 +293,8 @@ class DriftSettings(BaseModel):
 
 class UISettings(BaseModel):
     """The web page of ``mlc ui``: where it listens, who may use it, its thumbnail cache."""
+
+    model_config = ConfigDict(extra="forbid")
 
     host: str = Field(
         "127.0.0.1",
@@ -425,6 +432,8 @@ def load_settings(**overrides: Any) -> Settings:
             location = tuple(part for part in problem["loc"] if part != "__root__")
             value = problem.get("input")
             message = problem["msg"].removeprefix("Value error, ")
+            if problem["type"] == "extra_forbidden":
+                message = "no such setting (misspelt?); the README's settings table lists them"
             shown = _shown_value(location, value)
             # A URL may carry a password; this line goes to terminals, run states and logs.
             lines.append(redact_password(f"{_env_name(location)}={shown}: {message}"))

@@ -59,9 +59,6 @@ def write_scores(
     if not latest:
         return 0
     now = database_now(session)
-    # What changed between versions (mlc_core.db.tag_changes): these images' shares of this
-    # version's pairs, before and after.
-    shares_before = shares_of(session, list(latest), model_version_id)
     statement = insert_ignoring_conflicts(session, Score, ["image_id", "model_version_id"])
     inserted = set(
         session.scalars(
@@ -80,7 +77,11 @@ def write_scores(
         ).all()
     )
     _insert_tags(session, model_version_id, {i: latest[i].tags for i in inserted})
-    add_shares(session, shares_before, shares_of(session, list(latest), model_version_id))
+    # What changed between versions (mlc_core.db.tag_changes): an image this version had not
+    # scored had no share of its pairs before; one it had scored is left as it was. So the
+    # shares of the inserted images after the write are the whole change.
+    if inserted:
+        add_shares(session, {}, shares_of(session, sorted(inserted), model_version_id))
     for chunk in chunks(list(latest)):
         session.execute(
             update(Image)

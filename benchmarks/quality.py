@@ -104,10 +104,18 @@ class Prepared:
     classes: list[str]
     split: Any
     decode_seconds: float
+    # The same images (same order) at the size the model scores at, when that differs.
+    scoring_images: np.ndarray | None = None
 
 
-def prepare(data: LabeledDataset, image_size: int, validation_fraction: float) -> Prepared:
-    """Decode every image once and split with the fixed seed ``SPLIT_SEED``."""
+def prepare(
+    data: LabeledDataset,
+    image_size: int,
+    validation_fraction: float,
+    scoring_image_size: int | None = None,
+) -> Prepared:
+    """Decode every image once (and once more at ``scoring_image_size`` if it differs) and
+    split with the fixed seed ``SPLIT_SEED``."""
     from mlc_core.model.dataset import decode_labeled_images
     from mlc_core.model.split import split_dataset
 
@@ -117,6 +125,12 @@ def prepare(data: LabeledDataset, image_size: int, validation_fraction: float) -
     decode_seconds = time.perf_counter() - started
     if decoded.failures:
         print(f"skipped {len(decoded.failures)} unreadable images")
+    scoring_images = None
+    if scoring_image_size not in (None, image_size):
+        assert scoring_image_size is not None
+        scoring_images = decode_labeled_images(
+            decoded.keys, data.read_bytes, scoring_image_size
+        ).images
     tags_of = dict(zip(data.keys, data.tags, strict=True))
     labels = np.stack([vocabulary.to_multi_hot(tags_of[key]) for key in decoded.keys])
     split = split_dataset(
@@ -132,7 +146,13 @@ def prepare(data: LabeledDataset, image_size: int, validation_fraction: float) -
         f"(seed {SPLIT_SEED}); decoded at {image_size} px in {decode_seconds:.1f} s"
     )
     return Prepared(
-        decoded.keys, decoded.images, labels, list(vocabulary.classes), split, decode_seconds
+        decoded.keys,
+        decoded.images,
+        labels,
+        list(vocabulary.classes),
+        split,
+        decode_seconds,
+        scoring_images,
     )
 
 
@@ -185,13 +205,17 @@ def run_quality(
         settings,
         on_epoch_end=progress,
         unlabelled=prepared.images[row_indices(prepared.keys, unlabelled_keys)],
+        scoring=None
+        if prepared.scoring_images is None
+        else DecodedImages(prepared.keys, prepared.scoring_images),
     )
     seconds = time.perf_counter() - started
     # Every natural_scene image carries a class, so the top-class fallback (off by default:
     # users' images may carry none) is measured here as what it would give on such data.
     test_rows = row_indices(prepared.keys, split.test)
+    scored = prepared.images if prepared.scoring_images is None else prepared.scoring_images
     with_fallback = predicted_labels(
-        fitted.predictor.predict(prepared.images[test_rows]),
+        fitted.predictor.predict(scored[test_rows]),
         fitted.thresholds,
         top_class_fallback=True,
     )
@@ -276,6 +300,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other training setting, e.g. --set mixup_alpha=0.2 (repeatable)",
+    )
     parser.add_argument("--rare-class", default="sea")
     parser.add_argument(
         "--losses", nargs="+", default=["bce", "weighted_bce", "focal", "asymmetric"]
@@ -285,15 +316,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    malformed = [item for item in args.set if "=" not in item]
+    if malformed:
+        raise SystemExit(f"--set takes NAME=VALUE, got {', '.join(malformed)}")
+    overrides = dict(item.split("=", 1) for item in args.set)
     settings = TrainingSettings(
-        epochs=args.epochs, backbone=args.backbone, image_size=args.image_size
+        epochs=args.epochs, backbone=args.backbone, image_size=args.image_size, **overrides
     )
     data = load_labels(dataset_dir(args.data))
     print(f"settings: {settings.model_dump()}")
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     from benchmarks.quality_parts import part_curve, part_default, part_imbalance
 
-    prepared = prepare(data, settings.image_size, settings.validation_fraction)
+    prepared = prepare(
+        data, settings.image_size, settings.validation_fraction, settings.scoring_image_size
+    )
     if "default" in args.parts:
         part_default(prepared, settings, args.seeds)
     if "curve" in args.parts:

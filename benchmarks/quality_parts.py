@@ -52,7 +52,10 @@ def part_default(prepared: Prepared, settings: TrainingSettings, seeds: list[int
         f"{last['fallback_subset_accuracy']:.4f} (an option, off by default)"
     )
     ours, reference = run_speed(last["model"], len(prepared.classes))
-    print(f"  inference {settings.backbone} @ {settings.image_size} px   {ours:.0f} images/s")
+    print(
+        f"  inference {settings.backbone} @ {settings.scoring_image_size} px (trained at "
+        f"{settings.image_size})   {ours:.0f} images/s"
+    )
     print(
         f"  inference {REFERENCE_BACKBONE} @ {REFERENCE_IMAGE_SIZE} px   {reference:.0f} images/s"
     )
@@ -111,6 +114,7 @@ def imbalanced(prepared: Prepared, rare: str, share: float) -> Prepared:
             )
         ),
         prepared.decode_seconds,
+        None if prepared.scoring_images is None else prepared.scoring_images[rows],
     )
 
 

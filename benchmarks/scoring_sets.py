@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,10 @@ class PipelineRun:
     # Of the first process: CPU per image in its scoring phase, and its images/s there.
     phase_cpu_ms: float
     phase_images_per_second: float
+    # Of the first process's scoring phase: kernel (system) CPU per image, and CPU per image
+    # of each group of its threads (benchmarks.thread_cpu).
+    phase_system_ms: float = 0.0
+    thread_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -81,6 +85,11 @@ def _run_processes(count: int, environment: dict[str, str]) -> PipelineRun:
         scored=sum(output["scored"] for output in outputs),
         wall_seconds=wall,
         phase_cpu_ms=first["scoring_cpu_seconds"] / done * 1000,
+        phase_system_ms=first["scoring_system_seconds"] / done * 1000,
+        thread_ms={
+            group: (cpu["user"] + cpu["system"]) / done * 1000
+            for group, cpu in first["scoring_thread_cpu"].items()
+        },
         phase_images_per_second=first["scoring_images_per_second"],
     )
 
@@ -185,6 +194,7 @@ def describe_photo_set(result: PhotoSetResult) -> list[str]:
         f"    pipeline: {one.phase_cpu_ms:.2f} core-ms per image in the scoring process "
         f"(+ {result.server_cpu_ms:.2f} in SeaweedFS, apart); floor / pipeline: {ratio:.2f}  "
         f"{'meets' if ratio >= 0.85 else 'MISSES'} target >= 0.85",
+        *_where_the_glue_is(floor, one),
         f"    images/s: {one.images_per_second:.1f} with 1 worker process (whole run; "
         f"{one.phase_images_per_second:.1f} in its scoring phase), "
         f"{two.images_per_second:.1f} with 2 side by side; 2 / 1: "
@@ -203,3 +213,36 @@ def describe_photo_set(result: PhotoSetResult) -> list[str]:
             f"{best / result.ray.images_per_second:.2f}"
         )
     return lines
+
+
+# Which floor stages each group of the scoring process's threads does.
+STAGE_THREADS = {
+    "GET + decode": ("mlc-read", "obstore (Rust runtime)"),
+    "inference": ("TensorFlow",),
+    "claim + write": ("mlc-score-feeder", "mlc-score-writer", "mlc-score-heartbeat"),
+    "scoring thread (waits, hand-offs, progress)": ("main (scoring thread)",),
+}
+
+
+def _where_the_glue_is(floor: StageFloor, run: PipelineRun) -> list[str]:
+    """Each stage's threads in the pipeline against the stage alone, core-ms per image."""
+    if not run.thread_ms:
+        return ["    (CPU per thread not measured: no /proc on this system)"]
+    stage_floor = {
+        "GET + decode": floor.get_ms + floor.decode_ms,
+        "inference": floor.inference_ms,
+        "claim + write": floor.claim_ms + floor.write_ms,
+        "scoring thread (waits, hand-offs, progress)": 0.0,
+    }
+    parts = []
+    counted: set[str] = set()
+    for stage, groups in STAGE_THREADS.items():
+        spent = sum(run.thread_ms.get(group, 0.0) for group in groups)
+        counted.update(groups)
+        parts.append(f"{stage} {spent:.2f} (alone {stage_floor[stage]:.2f})")
+    other = sum(ms for group, ms in run.thread_ms.items() if group not in counted)
+    return [
+        "    where the pipeline's CPU goes, core-ms per image in its threads (the stage alone): "
+        + ", ".join(parts)
+        + f", other threads {other:.2f}; of all of it, {run.phase_system_ms:.2f} in the kernel"
+    ]

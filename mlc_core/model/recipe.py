@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from mlc_core.errors import TrainingBudgetTooSmall
-from mlc_core.model.build import build_model
+from mlc_core.model.build import build_model, model_num_labels
 from mlc_core.model.dataset import DecodedImages, make_training_dataset
 from mlc_core.model.losses import make_loss
 from mlc_core.model.metrics import evaluate_predictions
@@ -91,6 +91,7 @@ def fit_and_calibrate(
     started: float | None = None,
     unlabelled: np.ndarray | None = None,
     teacher: Teacher | None = None,
+    scoring: DecodedImages | None = None,
 ) -> FittedModel:
     """Build, train, calibrate and evaluate one model the way ``mlc train`` does.
 
@@ -117,6 +118,10 @@ def fit_and_calibrate(
             counts from (the train job passes its own start, so decoding counts too).
         unlabelled: uint8 images at the same size without labels (never test images).
         teacher: the model that pseudo-labels them, e.g. the champion.
+        scoring: the validation and test images decoded at ``settings.scoring_image_size``,
+            needed when it differs from ``settings.image_size``: the trained weights are
+            then copied into a model of that size, which is calibrated, evaluated and
+            returned (it is the one that scores).
 
     Returns:
         The trained model, its predictor, the training outcome, the thresholds and notes, the
@@ -126,11 +131,21 @@ def fit_and_calibrate(
         training stayed supervised.
 
     Raises:
-        ValueError: the validation split is empty, or an argument is out of range.
-        KeyError: ``split`` names a key that is not in ``decoded.keys``.
+        ValueError: the validation split is empty, an argument is out of range, or the model
+            scores at another size than it trains at and ``scoring`` is missing.
+        KeyError: ``split`` names a key that is not in ``decoded.keys`` (or, for validation
+            and test, in ``scoring.keys``).
         TrainingBudgetTooSmall: the budget ended before the first epoch did.
     """
     started = time.perf_counter() if started is None else started
+    scoring_size = settings.scoring_image_size
+    if scoring_size != settings.image_size:
+        if scoring is None:
+            raise ValueError(
+                f"the model scores at {scoring_size} px: pass the validation and test images "
+                f"decoded at that size (scoring=)"
+            )
+        _check_weights_fit_scoring_size(settings, labels.shape[1])
     images = decoded.images
     train_rows = row_indices(decoded.keys, split.train)
     validation_rows = row_indices(decoded.keys, split.validation)
@@ -148,9 +163,48 @@ def fit_and_calibrate(
         model, outcome, semi = _train_noisy_student(
             train, validation, unlabelled, list(classes), settings, on_epoch_end, started, teacher
         )
+    if scoring_size != settings.image_size:
+        assert scoring is not None
+        model = at_scoring_size(model, settings)
+        images = scoring.images
+        validation_rows = row_indices(scoring.keys, split.validation)
+        test_rows = row_indices(scoring.keys, split.test)
+        # Rows of `labels` follow `decoded.keys`; the scoring images may be in another order.
+        labels = labels[row_indices(decoded.keys, scoring.keys)]
     return _calibrated(
         model, outcome, images, labels, validation_rows, test_rows, classes, settings, semi
     )
+
+
+def _check_weights_fit_scoring_size(settings: TrainingSettings, num_labels: int) -> None:
+    """Refuse, before training, sizes whose models hold differently shaped weights (a
+    feature map of one row at the training size pools to half the features of two rows)."""
+    shapes = [
+        [w.shape for w in build_model(settings.backbone, num_labels, size).weights]
+        for size in (settings.image_size, settings.scoring_image_size)
+    ]
+    if shapes[0] != shapes[1]:
+        raise ValueError(
+            f"a {settings.backbone} model trained at {settings.image_size} px cannot score at "
+            f"{settings.scoring_image_size} px (its weights differ in shape); set "
+            f"MLC_TRAINING__SCORING_SCALE=1 or a larger MLC_TRAINING__IMAGE_SIZE"
+        )
+
+
+def at_scoring_size(model: keras.Model, settings: TrainingSettings) -> keras.Model:
+    """The trained ``model`` working at ``settings.scoring_image_size``: the same weights in
+    a model built for that side (the model resizes its input to the side it was built for,
+    and no layer's weights depend on it)."""
+    scorer = build_model(
+        settings.backbone,
+        model_num_labels(model),
+        settings.scoring_image_size,
+        # The weights are the trained ones: nothing is loaded (or downloaded) for them.
+        weights="none",
+        dropout_rate=settings.dropout_rate,
+    )
+    scorer.set_weights(model.get_weights())
+    return scorer
 
 
 def _calibrated(

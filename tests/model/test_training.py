@@ -3,8 +3,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mlc_core.jobs.scoring.drift import drift_basis_of
+from mlc_core.model.build import model_image_size
 from mlc_core.model.dataset import DecodedImages, make_training_dataset
 from mlc_core.model.losses import make_loss
 from mlc_core.model.metrics import evaluate_predictions, mean_average_precision
@@ -200,3 +202,79 @@ def test_the_asymmetric_loss_ignores_negatives_below_its_margin() -> None:
 def test_unknown_loss_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="expected one of bce, weighted_bce, focal"):
         make_loss("hinge")  # type: ignore[arg-type]
+
+
+def _squares_at(images: np.ndarray, size: int) -> np.ndarray:
+    """The same square images at another side, as decoding the same photo larger gives."""
+    return np.asarray(tf.cast(tf.image.resize(images, (size, size), method="nearest"), tf.uint8))
+
+
+def test_a_model_that_scores_larger_than_it_trains_is_calibrated_and_judged_at_that_size(
+    square_images: SquareImages,
+) -> None:
+    small, labels = square_images(36, 0)
+    images = _squares_at(small, 64)
+    keys = [f"image-{index:02d}" for index in range(len(images))]
+    split = DataSplit(train=keys[:24], validation=keys[24:30], test=keys[30:])
+    settings = TrainingSettings(image_size=64, scoring_scale=2, epochs=2, batch_size=8, seed=0)
+    assert settings.scoring_image_size == 128
+    # Validation and test only, in another order than the training images.
+    held_out = keys[24:][::-1]
+    large = _squares_at(small[24:][::-1], 128)
+
+    fitted = fit_and_calibrate(
+        DecodedImages(keys, images),
+        labels,
+        split,
+        ["red", "blue"],
+        settings,
+        scoring=DecodedImages(held_out, large),
+    )
+
+    assert model_image_size(fitted.model) == 128
+    assert fitted.predictor.image_size == 128
+    position = {key: row for row, key in enumerate(held_out)}
+    validation = [position[key] for key in split.validation]
+    test = [position[key] for key in split.test]
+    calibration = calibrate_thresholds(
+        labels[24:30], fitted.predictor.predict(large[validation]), classes=["red", "blue"]
+    )
+    assert fitted.thresholds == calibration.thresholds
+    fitted.metrics.pop("validation_tag_rates")
+    assert fitted.metrics == evaluate_predictions(
+        labels[30:], fitted.predictor.predict(large[test]), fitted.thresholds, ["red", "blue"]
+    )
+
+
+def test_a_model_that_scores_larger_needs_its_held_out_images_at_that_size(
+    square_images: SquareImages,
+) -> None:
+    images, labels = square_images(12, 0)
+    keys = [f"image-{index:02d}" for index in range(len(images))]
+    settings = TrainingSettings(image_size=32, scoring_scale=2, epochs=1, batch_size=8)
+    split = DataSplit(keys[:8], keys[8:10], keys[10:])
+    decoded = DecodedImages(keys, images)
+
+    with pytest.raises(ValueError, match="scores at 64 px"):
+        fit_and_calibrate(decoded, labels, split, ["red", "blue"], settings)
+    # 32 px ends in a one-row feature map, 64 px in two: the weights would not fit.
+    with pytest.raises(ValueError, match="trained at 32 px cannot score at 64 px"):
+        fit_and_calibrate(
+            decoded,
+            labels,
+            split,
+            ["red", "blue"],
+            settings,
+            scoring=DecodedImages(keys, _squares_at(images, 64)),
+        )
+
+
+@pytest.mark.parametrize(
+    ("image_size", "scale", "scoring_size"),
+    [(128, 1.25, 160), (96, 1.25, 96), (32, 1.25, 32), (224, 1.25, 256), (100, 2, 192)],
+)
+def test_the_scoring_size_is_a_multiple_of_32_never_below_the_training_size(
+    image_size: int, scale: float, scoring_size: int
+) -> None:
+    settings = TrainingSettings(image_size=image_size, scoring_scale=scale)
+    assert settings.scoring_image_size == scoring_size

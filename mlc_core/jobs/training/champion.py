@@ -18,7 +18,7 @@ from mlc_core.jobs.training.data import LabelledImage, TrainingData, image_decod
 from mlc_core.jobs.training.report import ChampionComparison
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
-from mlc_core.model.dataset import decode_labeled_images
+from mlc_core.model.dataset import DecodedImages, decode_labeled_images
 from mlc_core.model.metrics import evaluate_predictions
 from mlc_core.model.predict import Predictor
 from mlc_core.model.recipe import PREDICT_BATCH_SIZE, FittedModel
@@ -31,19 +31,22 @@ def compare_with_champion(
     champion_test: Sequence[str],
     candidate: FittedModel,
     data: TrainingData,
+    candidate_decoded: DecodedImages,
 ) -> ChampionComparison | None:
     """Evaluate candidate and champion on the champion's test images that are still usable.
+
+    ``candidate_decoded`` holds the test images at the size the candidate scores at.
 
     Returns:
         Both models' metrics and how many images they were judged on; None when none of the
         champion's test images is still labelled and readable.
     """
     labelled = data.by_key
-    decodable = set(data.decoded.keys)
+    decodable = set(candidate_decoded.keys)
     evaluated = [key for key in champion_test if key in labelled and key in decodable]
     if not evaluated:
         return None
-    candidate_images = data.decoded.images[row_indices(data.decoded.keys, evaluated)]
+    candidate_images = candidate_decoded.images[row_indices(candidate_decoded.keys, evaluated)]
     champion_images = candidate_images
     if champion.image_size != candidate_images.shape[1]:
         redecoded = decode_labeled_images(

@@ -261,3 +261,38 @@ def split_keeping_champion_test(
     )
     kept_test = [key for key in keys if key in champion_test]
     return DataSplit(split.train, split.validation, sorted(split.test + kept_test))
+
+
+def decode_for_scoring(
+    workspace: Workspace, data: TrainingData, split: DataSplit, settings: TrainingSettings
+) -> tuple[DecodedImages | None, DataSplit]:
+    """The validation and test images decoded at the size the model will score at.
+
+    Returns:
+        ``(None, split)`` when the model scores at the size it trains at; else the images
+        and the split without any validation or test image that no longer decodes (deleted
+        since it was read a moment ago), so every image it names can be judged at both sizes.
+    """
+    if settings.scoring_image_size == settings.image_size:
+        return None, split
+    keys = sorted(split.validation + split.test)
+    decoded = decode_labeled_images(
+        keys,
+        workspace.store.get,
+        settings.scoring_image_size,
+        workers=workspace.settings.scoring.read_workers,
+        decode=image_decoder(workspace),
+    )
+    if len(decoded.keys) == len(keys):
+        return decoded, split
+    kept = set(decoded.keys)
+    logger.warning(
+        "%d validation and test images no longer decode at %d px; left out of both",
+        len(keys) - len(kept),
+        settings.scoring_image_size,
+    )
+    return decoded, DataSplit(
+        split.train,
+        [key for key in split.validation if key in kept],
+        [key for key in split.test if key in kept],
+    )

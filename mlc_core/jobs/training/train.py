@@ -42,6 +42,7 @@ from mlc_core.jobs.training.champion import compare_with_champion
 from mlc_core.jobs.training.data import (
     TrainingData,
     champion_test_keys,
+    decode_for_scoring,
     load_training_data,
     load_unlabelled_images,
     split_keeping_champion_test,
@@ -121,6 +122,7 @@ def _train(
             session.expunge(champion)
     champion_test = champion_test_keys(workspace, champion) if champion else []
     split = split_keeping_champion_test(data, set(champion_test), settings)
+    scoring_images, split = decode_for_scoring(workspace, data, split, settings)
     unlabelled = None
     if settings.semi_supervised:
         excluded = {image.key for image in data.images} | set(split.test)
@@ -137,9 +139,12 @@ def _train(
         started=budget_started,
         unlabelled=unlabelled,
         teacher=teacher,
+        scoring=scoring_images,
     )
     comparison = (
-        compare_with_champion(workspace, champion, champion_test, fitted, data)
+        compare_with_champion(
+            workspace, champion, champion_test, fitted, data, scoring_images or data.decoded
+        )
         if champion is not None and champion_test
         else None
     )
@@ -243,7 +248,7 @@ def _model_card(
         version="",
         classes=list(data.vocabulary.classes),
         thresholds=fitted.thresholds,
-        image_size=settings.image_size,
+        image_size=settings.scoring_image_size,
         backbone=settings.backbone,
         weights=settings.weights,
         metrics=fitted.metrics,
@@ -261,6 +266,7 @@ def _model_card(
             "time_budget_seconds": fitted.outcome.budget_seconds,
             "stopped_at_budget": fitted.outcome.stopped_at_budget,
             "semi_supervised": fitted.semi_supervised,
+            "trained_at_image_size": settings.image_size,
             "champion_comparison": asdict(comparison) if comparison is not None else None,
             "decision": decision.reason,
             "settings": settings.model_dump(),

@@ -111,8 +111,8 @@ class TrainingSettings(BaseModel):
         "first_model",
         description=(
             "who gives pseudo-labels: a first model trained on the labels, or the champion "
-            "(when it works at the same image size; it may have trained on today's validation "
-            "images, which makes its confidence cuts optimistic)"
+            "(when its weights fit the training image size; it may have trained on today's "
+            "validation images, which makes its confidence cuts optimistic)"
         ),
     )
     semi_supervised_max_images: int = Field(

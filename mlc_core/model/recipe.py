@@ -176,14 +176,32 @@ def fit_and_calibrate(
     )
 
 
+def weights_fit_both_sizes(backbone: str, num_labels: int, sizes: Sequence[int]) -> bool:
+    """Whether models of ``backbone`` built at these sides hold weights of the same shapes (a
+    feature map of one row pools to half the features of two rows)."""
+    shapes = [[w.shape for w in build_model(backbone, num_labels, size).weights] for size in sizes]
+    return all(shape == shapes[0] for shape in shapes)
+
+
+def at_size(model: keras.Model, backbone: str, size: int, dropout_rate: float) -> keras.Model:
+    """The same weights in a model built for side ``size`` (the model resizes its input to
+    the side it was built for, and no layer's weights depend on it)."""
+    resized = build_model(
+        backbone,
+        model_num_labels(model),
+        size,
+        # The weights are the given ones: nothing is loaded (or downloaded) for them.
+        weights="none",
+        dropout_rate=dropout_rate,
+    )
+    resized.set_weights(model.get_weights())
+    return resized
+
+
 def _check_weights_fit_scoring_size(settings: TrainingSettings, num_labels: int) -> None:
-    """Refuse, before training, sizes whose models hold differently shaped weights (a
-    feature map of one row at the training size pools to half the features of two rows)."""
-    shapes = [
-        [w.shape for w in build_model(settings.backbone, num_labels, size).weights]
-        for size in (settings.image_size, settings.scoring_image_size)
-    ]
-    if shapes[0] != shapes[1]:
+    """Refuse, before training, sides whose models hold differently shaped weights."""
+    sizes = (settings.image_size, settings.scoring_image_size)
+    if not weights_fit_both_sizes(settings.backbone, num_labels, sizes):
         raise ValueError(
             f"a {settings.backbone} model trained at {settings.image_size} px cannot score at "
             f"{settings.scoring_image_size} px (its weights differ in shape); set "
@@ -192,19 +210,8 @@ def _check_weights_fit_scoring_size(settings: TrainingSettings, num_labels: int)
 
 
 def at_scoring_size(model: keras.Model, settings: TrainingSettings) -> keras.Model:
-    """The trained ``model`` working at ``settings.scoring_image_size``: the same weights in
-    a model built for that side (the model resizes its input to the side it was built for,
-    and no layer's weights depend on it)."""
-    scorer = build_model(
-        settings.backbone,
-        model_num_labels(model),
-        settings.scoring_image_size,
-        # The weights are the trained ones: nothing is loaded (or downloaded) for them.
-        weights="none",
-        dropout_rate=settings.dropout_rate,
-    )
-    scorer.set_weights(model.get_weights())
-    return scorer
+    """The trained ``model`` working at ``settings.scoring_image_size``."""
+    return at_size(model, settings.backbone, settings.scoring_image_size, settings.dropout_rate)
 
 
 def _calibrated(

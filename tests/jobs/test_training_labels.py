@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from sqlalchemy import select
 
 from mlc_core.db.labels import LabelRecord, upsert_labels
+from mlc_core.db.model_versions import promote_model_version
+from mlc_core.db.models import ModelVersion
 from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.training.data import load_training_data, load_unlabelled_images
 from mlc_core.jobs.training.train import train_model_version
@@ -120,3 +123,27 @@ def test_the_champion_can_teach_the_next_version(trained: TrainedWorkspace) -> N
     assert report.semi_supervised["teacher"] == "champion v1"
     assert report.semi_supervised["unlabelled_images"] == 8
     assert report.semi_supervised["classes_without_teacher"] == []
+
+
+def test_a_champion_that_scores_larger_than_it_trained_still_teaches(
+    trained: TrainedWorkspace,
+) -> None:
+    workspace = trained.workspace
+    larger = workspace.settings.training.model_copy(
+        update={"image_size": 64, "scoring_scale": 2.0, "promotion_margin": 0.0}
+    )
+    champion = train_model_version(workspace, larger)
+    with workspace.transaction() as session:
+        version = session.scalars(
+            select(ModelVersion).where(ModelVersion.version == champion.version)
+        ).one()
+        promote_model_version(session, version, "test: a champion at 128 px trained at 64")
+    put_synthetic_images(workspace, 8, folder="images/unlabelled/")
+
+    report = train_model_version(
+        workspace,
+        larger.model_copy(update={"semi_supervised": True, "semi_supervised_teacher": "champion"}),
+    )
+
+    assert report.semi_supervised["teacher"] == f"champion {champion.version}"
+    assert report.semi_supervised["unlabelled_images"] == 8

@@ -51,8 +51,16 @@ from mlc_core.jobs.training.report import ChampionComparison, TrainingReport
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.model.artifacts import ModelCard, library_versions, serialize_model, sha256_hex
 from mlc_core.model.backbones import get_backbone
+from mlc_core.model.predict import Predictor
 from mlc_core.model.promotion import PromotionDecision, decide_promotion
-from mlc_core.model.recipe import PREDICT_BATCH_SIZE, FittedModel, Teacher, fit_and_calibrate
+from mlc_core.model.recipe import (
+    PREDICT_BATCH_SIZE,
+    FittedModel,
+    Teacher,
+    at_size,
+    fit_and_calibrate,
+    weights_fit_both_sizes,
+)
 from mlc_core.model.split import DataSplit
 from mlc_core.model.training import EpochReport
 from mlc_core.settings import TrainingSettings
@@ -202,15 +210,22 @@ def _champion_teacher(
     """The champion as the pseudo-labelling teacher, when the settings ask for it and it can."""
     if settings.semi_supervised_teacher != "champion":
         return None
-    if champion is None or champion.image_size != settings.image_size:
-        logger.info(
-            "semi-supervised: %s; a first model trained on the labels teaches instead",
-            "no champion yet"
-            if champion is None
-            else f"the champion works at {champion.image_size} px, not {settings.image_size}",
-        )
+    refusal = None
+    if champion is None:
+        refusal = "no champion yet"
+    elif champion.image_size != settings.image_size and not weights_fit_both_sizes(
+        champion.backbone, len(champion.classes), (champion.image_size, settings.image_size)
+    ):
+        refusal = f"the champion works at {champion.image_size} px, not {settings.image_size}"
+    if champion is None or refusal is not None:
+        logger.info("semi-supervised: %s; a first model trained on the labels teaches", refusal)
         return None
     predictor = cached_predictor(workspace.store, champion, PREDICT_BATCH_SIZE)
+    if champion.image_size != settings.image_size:
+        # A champion that scores at a larger side than it trained at (scoring_scale) teaches
+        # with its weights at the side the unlabelled images are decoded at.
+        model = at_size(predictor.model, champion.backbone, settings.image_size, 0.0)
+        predictor = Predictor(model, PREDICT_BATCH_SIZE)
     return Teacher(f"champion {champion.version}", list(champion.classes), predictor.predict)
 
 

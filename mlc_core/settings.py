@@ -115,6 +115,17 @@ class TrainingSettings(BaseModel):
             "validation images, which makes its confidence cuts optimistic)"
         ),
     )
+    # On natural_scene at 25 % labels (one seed, 200 epochs) the teacher's probabilities as
+    # targets for every unlabelled image gained 0.019 test mAP over the labels alone, where
+    # confident 1 / 0 pseudo-labels lost 0.027 (160 epochs): the soft targets keep what the
+    # teacher is unsure of as a blend, not a guess or a gap.
+    semi_supervised_targets: Literal["soft", "confident"] = Field(
+        "soft",
+        description=(
+            "what the student learns from an unlabelled image: the teacher's probabilities "
+            "(soft), or 1 / 0 only where the teacher is confident per class (confident)"
+        ),
+    )
     semi_supervised_max_images: int = Field(
         20_000, ge=1, description="the most unlabelled images one training decodes and uses"
     )

@@ -270,10 +270,15 @@ def _train_noisy_student(
         scorer = Predictor(first_model[0], batch_size=PREDICT_BATCH_SIZE)
         teacher = Teacher(FIRST_MODEL_TEACHER, classes, scorer.predict)
     columns = teacher_columns(teacher.classes, classes)
-    cuts = confidence_cuts(
-        validation[1], in_student_order(teacher.predict(validation[0]), columns), classes
-    )
-    pseudo = pseudo_labels(in_student_order(teacher.predict(unlabelled), columns), cuts)
+    taught = in_student_order(teacher.predict(unlabelled), columns)
+    if settings.semi_supervised_targets == "soft":
+        # NaN (unknown to the masked loss) where the teacher has no such class.
+        pseudo = taught.astype(np.float32)
+    else:
+        cuts = confidence_cuts(
+            validation[1], in_student_order(teacher.predict(validation[0]), columns), classes
+        )
+        pseudo = pseudo_labels(taught, cuts)
     used = ~np.isnan(pseudo).all(axis=1)
     semi: dict[str, Any] = {
         "teacher": teacher.name,
@@ -287,8 +292,10 @@ def _train_noisy_student(
         "classes_without_teacher": [
             name for name, c in zip(classes, columns, strict=True) if c is None
         ],
+        "targets": settings.semi_supervised_targets,
+        # Soft targets: images the teacher puts at 0.5 or above.
         "pseudo_positives": {
-            name: int(n) for name, n in zip(classes, (pseudo == 1).sum(axis=0), strict=True)
+            name: int(n) for name, n in zip(classes, (pseudo >= 0.5).sum(axis=0), strict=True)
         },
     }
     logger.info(

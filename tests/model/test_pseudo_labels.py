@@ -1,4 +1,5 @@
-"""Semi-supervised training: confident pseudo-labels only, shared classes only, off = supervised."""
+"""Semi-supervised training: soft or confident pseudo-labels, shared classes only, off =
+supervised."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def _squares(square_images: SquareImages) -> tuple[DecodedImages, np.ndarray, Da
 SETTINGS = {"image_size": 32, "epochs": 2, "batch_size": 8, "seed": 0}
 
 
+@pytest.mark.parametrize("targets", ["soft", "confident"])
 def test_a_teacher_with_other_classes_pseudo_labels_only_the_shared_ones(
-    square_images: SquareImages,
+    square_images: SquareImages, targets: str
 ) -> None:
     decoded, labels, split = _squares(square_images)
     unlabelled, _ = square_images(12, 5)
@@ -52,7 +54,7 @@ def test_a_teacher_with_other_classes_pseudo_labels_only_the_shared_ones(
         labels,
         split,
         ["red", "blue"],
-        TrainingSettings(**SETTINGS, semi_supervised=True),
+        TrainingSettings(**SETTINGS, semi_supervised=True, semi_supervised_targets=targets),
         unlabelled=unlabelled,
         teacher=Teacher("champion v1", ["red", "green"], knows_red_and_green),
     )
@@ -87,3 +89,32 @@ def test_semi_supervision_off_or_without_unlabelled_images_is_the_supervised_pat
         np.testing.assert_array_equal(ours, theirs)
     assert off.semi_supervised == {"note": "semi-supervised training is off"}
     assert "no unlabelled images" in empty.semi_supervised["note"]
+
+
+@pytest.mark.parametrize(("targets", "used"), [("soft", 12), ("confident", 0)])
+def test_soft_targets_keep_what_the_teacher_is_unsure_of_where_confident_ones_drop_it(
+    square_images: SquareImages, targets: str, used: int
+) -> None:
+    decoded, labels, split = _squares(square_images)
+    unlabelled, _ = square_images(12, 5)
+
+    def unsure(images: np.ndarray) -> np.ndarray:
+        # 0.7 for every image and class: no better than chance on the validation images.
+        return np.full((len(images), 2), 0.7, np.float32)
+
+    fitted = fit_and_calibrate(
+        decoded,
+        labels,
+        split,
+        ["red", "blue"],
+        TrainingSettings(**SETTINGS, semi_supervised=True, semi_supervised_targets=targets),
+        unlabelled=unlabelled,
+        teacher=Teacher("champion v1", ["red", "blue"], unsure),
+    )
+
+    semi = fitted.semi_supervised
+    assert semi["targets"] == targets
+    assert semi["used_images"] == used
+    if targets == "soft":
+        # Every image learns 0.7 of each class: above 0.5, so counted as a positive.
+        assert semi["pseudo_positives"] == {"red": 12, "blue": 12}

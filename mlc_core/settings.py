@@ -48,10 +48,6 @@ class TrainingSettings(BaseModel):
         "none", description="'none', 'imagenet' (downloads; needs a network) or a weights file path"
     )
     image_size: int = Field(128, ge=32, le=1024, description="square input side in pixels")
-    # On natural_scene (1,300 training images from scratch) validation mAP still climbed at
-    # epoch 80 of 80 as the cosine schedule came down; 160 epochs gained 0.017 test mAP over
-    # 80 and 200 another 0.009 validation mAP (3 seeds each, README), in about 8 minutes on 2
-    # idle CPU cores: more than a 160 px input did.
     # Training crops zoom in (min_crop_fraction), so objects look larger in training than in
     # a whole image at the same size; scoring at a larger size than training evens that out
     # (Touvron et al., "Fixing the train-test resolution discrepancy", 2019). On natural_scene
@@ -66,6 +62,10 @@ class TrainingSettings(BaseModel):
             "multiple of 32 (never below image_size); 1 scores at the training size"
         ),
     )
+    # On natural_scene (1,300 training images from scratch) validation mAP still climbed at
+    # epoch 80 of 80 as the cosine schedule came down; 160 epochs gained 0.017 test mAP over
+    # 80 and 200 another 0.009 validation mAP (3 seeds each, README), in about 8 minutes on 2
+    # idle CPU cores: more than a 160 px input did.
     epochs: int = Field(200, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=4096)
     learning_rate: float = Field(2e-3, gt=0, lt=1)

@@ -101,8 +101,9 @@ def fit_and_calibrate(
     calibrated on the validation rows and the test rows are evaluated at those thresholds.
 
     With ``settings.semi_supervised`` and unlabelled images, the ``teacher`` (default: a first
-    model trained here on the train rows) gives confident pseudo-labels to the unlabelled
-    images for the classes it shares with ``classes``, and the returned model is a student
+    model trained here on the train rows) gives pseudo-labels (its probabilities, or 1 / 0
+    where it is confident: ``settings.semi_supervised_targets``) to the unlabelled images for
+    the classes it shares with ``classes``, and the returned model is a student
     trained on labels and pseudo-labels with strong augmentation. Without unlabelled images
     (or with the option off) this is exactly the supervised path.
 
@@ -138,14 +139,7 @@ def fit_and_calibrate(
         TrainingBudgetTooSmall: the budget ended before the first epoch did.
     """
     started = time.perf_counter() if started is None else started
-    scoring_size = settings.scoring_image_size
-    if scoring_size != settings.image_size:
-        if scoring is None:
-            raise ValueError(
-                f"the model scores at {scoring_size} px: pass the validation and test images "
-                f"decoded at that size (scoring=)"
-            )
-        _check_weights_fit_scoring_size(settings, labels.shape[1])
+    _check_scoring_side(settings, scoring, labels.shape[1])
     images = decoded.images
     train_rows = row_indices(decoded.keys, split.train)
     validation_rows = row_indices(decoded.keys, split.validation)
@@ -163,9 +157,11 @@ def fit_and_calibrate(
         model, outcome, semi = _train_noisy_student(
             train, validation, unlabelled, list(classes), settings, on_epoch_end, started, teacher
         )
-    if scoring_size != settings.image_size:
-        assert scoring is not None
-        model = at_scoring_size(model, settings)
+    if scoring is not None and settings.scoring_image_size != settings.image_size:
+        # The model that scores works at the scoring side; so do its thresholds and metrics.
+        model = at_size(
+            model, settings.backbone, settings.scoring_image_size, settings.dropout_rate
+        )
         images = scoring.images
         validation_rows = row_indices(scoring.keys, split.validation)
         test_rows = row_indices(scoring.keys, split.test)
@@ -176,9 +172,32 @@ def fit_and_calibrate(
     )
 
 
+def _check_scoring_side(
+    settings: TrainingSettings, scoring: DecodedImages | None, num_labels: int
+) -> None:
+    """Refuse, before training, a scoring side without its images, or one whose model would
+    hold differently shaped weights than the training side's."""
+    sides = (settings.image_size, settings.scoring_image_size)
+    if sides[0] == sides[1]:
+        return
+    if scoring is None:
+        raise ValueError(
+            f"the model scores at {sides[1]} px: pass the validation and test images decoded "
+            f"at that size (scoring=)"
+        )
+    if not weights_fit_both_sizes(settings.backbone, num_labels, sides):
+        raise ValueError(
+            f"a {settings.backbone} model trained at {sides[0]} px cannot score at {sides[1]} "
+            f"px (its weights differ in shape); set MLC_TRAINING__SCORING_SCALE=1 or a larger "
+            f"MLC_TRAINING__IMAGE_SIZE"
+        )
+
+
 def weights_fit_both_sizes(backbone: str, num_labels: int, sizes: Sequence[int]) -> bool:
     """Whether models of ``backbone`` built at these sides hold weights of the same shapes (a
     feature map of one row pools to half the features of two rows)."""
+    if len(set(sizes)) <= 1:
+        return True
     shapes = [[w.shape for w in build_model(backbone, num_labels, size).weights] for size in sizes]
     return all(shape == shapes[0] for shape in shapes)
 
@@ -196,22 +215,6 @@ def at_size(model: keras.Model, backbone: str, size: int, dropout_rate: float) -
     )
     resized.set_weights(model.get_weights())
     return resized
-
-
-def _check_weights_fit_scoring_size(settings: TrainingSettings, num_labels: int) -> None:
-    """Refuse, before training, sides whose models hold differently shaped weights."""
-    sizes = (settings.image_size, settings.scoring_image_size)
-    if not weights_fit_both_sizes(settings.backbone, num_labels, sizes):
-        raise ValueError(
-            f"a {settings.backbone} model trained at {settings.image_size} px cannot score at "
-            f"{settings.scoring_image_size} px (its weights differ in shape); set "
-            f"MLC_TRAINING__SCORING_SCALE=1 or a larger MLC_TRAINING__IMAGE_SIZE"
-        )
-
-
-def at_scoring_size(model: keras.Model, settings: TrainingSettings) -> keras.Model:
-    """The trained ``model`` working at ``settings.scoring_image_size``."""
-    return at_size(model, settings.backbone, settings.scoring_image_size, settings.dropout_rate)
 
 
 def _calibrated(

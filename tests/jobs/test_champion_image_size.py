@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import select
 
-from mlc_core.db.model_versions import promote_model_version
-from mlc_core.db.models import ModelVersion
+from mlc_core.db.model_versions import promote_model_version, require_model_version
 from mlc_core.jobs.scoring import score_images
 from mlc_core.jobs.training.train import train_model_version
 from mlc_core.model.artifacts import deserialize_model
@@ -48,9 +46,7 @@ def test_a_model_trained_small_is_registered_and_scores_at_its_larger_scoring_si
 
     store = workspace.store
     with workspace.transaction() as session:
-        version = session.scalars(
-            select(ModelVersion).where(ModelVersion.version == report.version)
-        ).one()
+        version = require_model_version(session, report.version)
         assert version.image_size == 128
         promote_model_version(session, version, "test: score with it")
         card_key = key_for_uri(store, version.card_uri)

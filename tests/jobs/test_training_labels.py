@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from sqlalchemy import select
 
 from mlc_core.db.labels import LabelRecord, upsert_labels
-from mlc_core.db.model_versions import promote_model_version
-from mlc_core.db.models import ModelVersion
+from mlc_core.db.model_versions import promote_model_version, require_model_version
 from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.training.data import load_training_data, load_unlabelled_images
 from mlc_core.jobs.training.train import train_model_version
@@ -134,9 +132,7 @@ def test_a_champion_that_scores_larger_than_it_trained_still_teaches(
     )
     champion = train_model_version(workspace, larger)
     with workspace.transaction() as session:
-        version = session.scalars(
-            select(ModelVersion).where(ModelVersion.version == champion.version)
-        ).one()
+        version = require_model_version(session, champion.version)
         promote_model_version(session, version, "test: a champion at 128 px trained at 64")
     put_synthetic_images(workspace, 8, folder="images/unlabelled/")
 

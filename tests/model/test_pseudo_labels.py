@@ -3,6 +3,8 @@ supervised."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -38,17 +40,10 @@ def _squares(square_images: SquareImages) -> tuple[DecodedImages, np.ndarray, Da
 SETTINGS = {"image_size": 32, "epochs": 2, "batch_size": 8, "seed": 0}
 
 
-@pytest.mark.parametrize("targets", ["soft", "confident"])
-def test_a_teacher_with_other_classes_pseudo_labels_only_the_shared_ones(
-    square_images: SquareImages, targets: str
-) -> None:
+def _taught(square_images: SquareImages, teacher: Teacher, targets: str) -> dict[str, Any]:
+    """What 12 unlabelled square images taught a student of ``teacher``, semi-supervised."""
     decoded, labels, split = _squares(square_images)
     unlabelled, _ = square_images(12, 5)
-
-    def knows_red_and_green(images: np.ndarray) -> np.ndarray:
-        red = (images[..., 0].max(axis=(1, 2)) > 200).astype(np.float32)
-        return np.stack([red, np.full(len(images), 0.5, np.float32)], axis=1)
-
     fitted = fit_and_calibrate(
         decoded,
         labels,
@@ -56,10 +51,22 @@ def test_a_teacher_with_other_classes_pseudo_labels_only_the_shared_ones(
         ["red", "blue"],
         TrainingSettings(**SETTINGS, semi_supervised=True, semi_supervised_targets=targets),
         unlabelled=unlabelled,
-        teacher=Teacher("champion v1", ["red", "green"], knows_red_and_green),
+        teacher=teacher,
     )
+    return fitted.semi_supervised
 
-    semi = fitted.semi_supervised
+
+@pytest.mark.parametrize("targets", ["soft", "confident"])
+def test_a_teacher_with_other_classes_pseudo_labels_only_the_shared_ones(
+    square_images: SquareImages, targets: str
+) -> None:
+    def knows_red_and_green(images: np.ndarray) -> np.ndarray:
+        red = (images[..., 0].max(axis=(1, 2)) > 200).astype(np.float32)
+        return np.stack([red, np.full(len(images), 0.5, np.float32)], axis=1)
+
+    semi = _taught(
+        square_images, Teacher("champion v1", ["red", "green"], knows_red_and_green), targets
+    )
     assert semi["teacher"] == "champion v1" and semi["unlabelled_images"] == 12
     assert semi["pseudo_labelled_classes"] == ["red"]
     assert semi["classes_without_teacher"] == ["blue"]
@@ -95,24 +102,11 @@ def test_semi_supervision_off_or_without_unlabelled_images_is_the_supervised_pat
 def test_soft_targets_keep_what_the_teacher_is_unsure_of_where_confident_ones_drop_it(
     square_images: SquareImages, targets: str, used: int
 ) -> None:
-    decoded, labels, split = _squares(square_images)
-    unlabelled, _ = square_images(12, 5)
-
     def unsure(images: np.ndarray) -> np.ndarray:
         # 0.7 for every image and class: no better than chance on the validation images.
         return np.full((len(images), 2), 0.7, np.float32)
 
-    fitted = fit_and_calibrate(
-        decoded,
-        labels,
-        split,
-        ["red", "blue"],
-        TrainingSettings(**SETTINGS, semi_supervised=True, semi_supervised_targets=targets),
-        unlabelled=unlabelled,
-        teacher=Teacher("champion v1", ["red", "blue"], unsure),
-    )
-
-    semi = fitted.semi_supervised
+    semi = _taught(square_images, Teacher("champion v1", ["red", "blue"], unsure), targets)
     assert semi["targets"] == targets
     assert semi["used_images"] == used
     if targets == "soft":

@@ -14,11 +14,11 @@ import numpy as np
 
 from mlc_core.db.models import ModelVersion
 from mlc_core.jobs.scoring.model_cache import cached_predictor
-from mlc_core.jobs.training.data import LabelledImage, TrainingData, image_decoder
+from mlc_core.jobs.training.data import LabelledImage, TrainingData, decode_from_store
 from mlc_core.jobs.training.report import ChampionComparison
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
-from mlc_core.model.dataset import DecodedImages, decode_labeled_images
+from mlc_core.model.dataset import DecodedImages
 from mlc_core.model.metrics import evaluate_predictions
 from mlc_core.model.predict import Predictor
 from mlc_core.model.recipe import PREDICT_BATCH_SIZE, FittedModel
@@ -49,13 +49,7 @@ def compare_with_champion(
     candidate_images = candidate_decoded.images[row_indices(candidate_decoded.keys, evaluated)]
     champion_images = candidate_images
     if champion.image_size != candidate_images.shape[1]:
-        redecoded = decode_labeled_images(
-            evaluated,
-            workspace.store.get,
-            champion.image_size,
-            workers=workspace.settings.scoring.read_workers,
-            decode=image_decoder(workspace),
-        )
+        redecoded = decode_from_store(workspace, evaluated, champion.image_size)
         # The same bytes decoded a moment ago; an image deleted meanwhile leaves both models'
         # comparison, so they are judged on the same images.
         if len(redecoded.keys) != len(evaluated):

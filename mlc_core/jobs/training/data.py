@@ -111,13 +111,7 @@ def load_training_data(workspace: Workspace, settings: TrainingSettings) -> Trai
     vocabulary, left_out = _choose_classes(images, settings.min_positives)
     if left_out:
         logger.warning("left out classes with too few positives: %s", left_out)
-    decoded = decode_labeled_images(
-        [image.key for image in images],
-        workspace.store.get,
-        settings.image_size,
-        workers=workspace.settings.scoring.read_workers,
-        decode=image_decoder(workspace),
-    )
+    decoded = decode_from_store(workspace, [image.key for image in images], settings.image_size)
     if decoded.failures:
         logger.warning("skipped %d unreadable labelled images", len(decoded.failures))
     if len(decoded.keys) < MIN_TRAINING_IMAGES:
@@ -159,16 +153,22 @@ def load_unlabelled_images(
         elif entry > chosen[0]:
             heapq.heapreplace(chosen, entry)
     keys = sorted(key for _, key in chosen)
-    decoded = decode_labeled_images(
-        keys,
-        workspace.store.get,
-        settings.image_size,
-        workers=workspace.settings.scoring.read_workers,
-        decode=image_decoder(workspace),
-    )
+    decoded = decode_from_store(workspace, keys, settings.image_size)
     if decoded.failures:
         logger.warning("skipped %d unreadable unlabelled images", len(decoded.failures))
     return decoded
+
+
+def decode_from_store(workspace: Workspace, keys: list[str], size: int) -> DecodedImages:
+    """Read ``keys`` from the store and decode them at ``size`` with the scorer's limits, in
+    the scorer's number of reader threads; unreadable ones are in ``failures``."""
+    return decode_labeled_images(
+        keys,
+        workspace.store.get,
+        size,
+        workers=workspace.settings.scoring.read_workers,
+        decode=image_decoder(workspace),
+    )
 
 
 def image_decoder(workspace: Workspace) -> functools.partial[np.ndarray]:
@@ -276,13 +276,7 @@ def decode_for_scoring(
     if settings.scoring_image_size == settings.image_size:
         return None, split
     keys = sorted(split.validation + split.test)
-    decoded = decode_labeled_images(
-        keys,
-        workspace.store.get,
-        settings.scoring_image_size,
-        workers=workspace.settings.scoring.read_workers,
-        decode=image_decoder(workspace),
-    )
+    decoded = decode_from_store(workspace, keys, settings.scoring_image_size)
     if len(decoded.keys) == len(keys):
         return decoded, split
     kept = set(decoded.keys)

@@ -5,7 +5,8 @@ The steps, and why they are in this order:
    (:mod:`mlc_core.jobs.training.data`).
 2. Split deterministically. Images in the champion's test split stay in test, so the candidate
    never trains on the images it is judged on, and both are compared on the same images.
-3. Train, calibrate per-class thresholds on validation, evaluate on test.
+3. Train, calibrate per-class thresholds on validation, evaluate on test (both decoded at the
+   side the model scores at, which may be larger than the training side: scoring_scale).
 4. Compare with the champion on its test images (:mod:`mlc_core.jobs.training.champion`) and
    decide on the promotion.
 5. Write the model file, its card and its split to the store, then register the version and
@@ -151,7 +152,12 @@ def _train(
     )
     comparison = (
         compare_with_champion(
-            workspace, champion, champion_test, fitted, data, scoring_images or data.decoded
+            workspace,
+            champion,
+            champion_test,
+            fitted,
+            data,
+            data.decoded if scoring_images is None else scoring_images,
         )
         if champion is not None and champion_test
         else None
@@ -213,18 +219,18 @@ def _champion_teacher(
     refusal = None
     if champion is None:
         refusal = "no champion yet"
-    elif champion.image_size != settings.image_size and not weights_fit_both_sizes(
+    elif not weights_fit_both_sizes(
         champion.backbone, len(champion.classes), (champion.image_size, settings.image_size)
     ):
         refusal = f"the champion works at {champion.image_size} px, not {settings.image_size}"
-    if champion is None or refusal is not None:
+    if refusal is not None or champion is None:
         logger.info("semi-supervised: %s; a first model trained on the labels teaches", refusal)
         return None
     predictor = cached_predictor(workspace.store, champion, PREDICT_BATCH_SIZE)
     if champion.image_size != settings.image_size:
-        # A champion that scores at a larger side than it trained at (scoring_scale) teaches
-        # with its weights at the side the unlabelled images are decoded at.
-        model = at_size(predictor.model, champion.backbone, settings.image_size, 0.0)
+        # A champion at another side (one that scores larger than it trained at, by
+        # scoring_scale) teaches with its weights at the side the unlabelled images have.
+        model = at_size(predictor.model, champion.backbone, settings.image_size, dropout_rate=0.0)
         predictor = Predictor(model, PREDICT_BATCH_SIZE)
     return Teacher(f"champion {champion.version}", list(champion.classes), predictor.predict)
 

@@ -7,6 +7,7 @@ the same uint8-valued pixels and cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -123,3 +124,27 @@ def model_image_size(model: keras.Model) -> int:
 def model_num_labels(model: keras.Model) -> int:
     """Return the number of probabilities the model outputs per image."""
     return int(model.output_shape[-1])
+
+
+def weights_fit_both_sizes(backbone: str, num_labels: int, sizes: Sequence[int]) -> bool:
+    """Whether models of ``backbone`` built at these sides hold weights of the same shapes (a
+    feature map of one row pools to half the features of two rows)."""
+    if len(set(sizes)) <= 1:
+        return True
+    shapes = [[w.shape for w in build_model(backbone, num_labels, size).weights] for size in sizes]
+    return all(shape == shapes[0] for shape in shapes)
+
+
+def at_size(model: keras.Model, backbone: str, size: int, dropout_rate: float) -> keras.Model:
+    """The same weights in a model built for side ``size`` (the model resizes its input to
+    the side it was built for, and no layer's weights depend on it)."""
+    resized = build_model(
+        backbone,
+        model_num_labels(model),
+        size,
+        # The weights are the given ones: nothing is loaded (or downloaded) for them.
+        weights="none",
+        dropout_rate=dropout_rate,
+    )
+    resized.set_weights(model.get_weights())
+    return resized

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from mlc_core.errors import TrainingBudgetTooSmall
-from mlc_core.model.build import build_model, model_num_labels
+from mlc_core.model.build import at_size, build_model, weights_fit_both_sizes
 from mlc_core.model.dataset import DecodedImages, make_training_dataset
 from mlc_core.model.losses import make_loss
 from mlc_core.model.metrics import evaluate_predictions
@@ -191,30 +191,6 @@ def _check_scoring_side(
             f"px (its weights differ in shape); set MLC_TRAINING__SCORING_SCALE=1 or a larger "
             f"MLC_TRAINING__IMAGE_SIZE"
         )
-
-
-def weights_fit_both_sizes(backbone: str, num_labels: int, sizes: Sequence[int]) -> bool:
-    """Whether models of ``backbone`` built at these sides hold weights of the same shapes (a
-    feature map of one row pools to half the features of two rows)."""
-    if len(set(sizes)) <= 1:
-        return True
-    shapes = [[w.shape for w in build_model(backbone, num_labels, size).weights] for size in sizes]
-    return all(shape == shapes[0] for shape in shapes)
-
-
-def at_size(model: keras.Model, backbone: str, size: int, dropout_rate: float) -> keras.Model:
-    """The same weights in a model built for side ``size`` (the model resizes its input to
-    the side it was built for, and no layer's weights depend on it)."""
-    resized = build_model(
-        backbone,
-        model_num_labels(model),
-        size,
-        # The weights are the given ones: nothing is loaded (or downloaded) for them.
-        weights="none",
-        dropout_rate=dropout_rate,
-    )
-    resized.set_weights(model.get_weights())
-    return resized
 
 
 def _calibrated(

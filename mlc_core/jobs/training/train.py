@@ -52,16 +52,10 @@ from mlc_core.jobs.training.report import ChampionComparison, TrainingReport
 from mlc_core.jobs.workspace import Workspace
 from mlc_core.model.artifacts import ModelCard, library_versions, serialize_model, sha256_hex
 from mlc_core.model.backbones import get_backbone
+from mlc_core.model.build import at_size, weights_fit_both_sizes
 from mlc_core.model.predict import Predictor
 from mlc_core.model.promotion import PromotionDecision, decide_promotion
-from mlc_core.model.recipe import (
-    PREDICT_BATCH_SIZE,
-    FittedModel,
-    Teacher,
-    at_size,
-    fit_and_calibrate,
-    weights_fit_both_sizes,
-)
+from mlc_core.model.recipe import PREDICT_BATCH_SIZE, FittedModel, Teacher, fit_and_calibrate
 from mlc_core.model.split import DataSplit
 from mlc_core.model.training import EpochReport
 from mlc_core.settings import TrainingSettings

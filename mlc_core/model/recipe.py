@@ -104,8 +104,10 @@ def fit_and_calibrate(
     model trained here on the train rows) gives pseudo-labels (its probabilities, or 1 / 0
     where it is confident: ``settings.semi_supervised_targets``) to the unlabelled images for
     the classes it shares with ``classes``, and the returned model is a student
-    trained on labels and pseudo-labels with strong augmentation. Without unlabelled images
-    (or with the option off) this is exactly the supervised path.
+    trained on labels and pseudo-labels with strong augmentation; with
+    ``settings.semi_supervised_rounds`` above 1, each student then teaches the next one the
+    same way. Without unlabelled images (or with the option off) this is exactly the
+    supervised path.
 
     Args:
         decoded: the images, decoded at ``settings.image_size``, and their keys.
@@ -127,9 +129,10 @@ def fit_and_calibrate(
     Returns:
         The trained model, its predictor, the training outcome, the thresholds and notes, the
         test metrics and, in ``semi_supervised``, ``unlabelled_images`` (offered),
-        ``used_images`` (those with at least one pseudo-label), ``teacher``,
-        ``pseudo_labelled_classes`` and ``classes_without_teacher``, or ``note`` saying why
-        training stayed supervised.
+        ``used_images`` (those with at least one pseudo-label from ``teacher``),
+        ``pseudo_labelled_classes``, ``classes_without_teacher``, ``rounds`` (students
+        trained) and ``used_images_by_round``, or ``note`` saying why training stayed
+        supervised (or kept fewer students).
 
     Raises:
         ValueError: the validation split is empty, an argument is out of range, or the model
@@ -241,28 +244,103 @@ def _train_noisy_student(
     started: float,
     teacher: Teacher | None,
 ) -> tuple[keras.Model, TrainingOutcome, dict[str, Any]]:
-    first_model: tuple[keras.Model, TrainingOutcome] | None = None
+    # The last model trained here: what is kept when the budget stops a later student.
+    kept: tuple[keras.Model, TrainingOutcome] | None = None
     if teacher is None:
-        first_model = _build_and_train(
+        kept = _build_and_train(
             train, validation, settings, on_epoch_end, started, _teacher_budget(settings, started)
         )
-        scorer = Predictor(first_model[0], batch_size=PREDICT_BATCH_SIZE)
-        teacher = Teacher(FIRST_MODEL_TEACHER, classes, scorer.predict)
+        teacher = _teacher_of(kept[0], FIRST_MODEL_TEACHER, classes)
     columns = teacher_columns(teacher.classes, classes)
+    # Later students teach every class; the classes the first teacher lacks stay unknown in
+    # every round, so the card's list of pseudo-labelled classes holds for all of them.
+    unknown_to_first = np.array([column is None for column in columns])
+    rounds = settings.semi_supervised_rounds
+    semi: dict[str, Any] = {}
+    for round_number in range(1, rounds + 1):
+        pseudo = _targets(teacher, columns, unlabelled, validation, classes, settings)
+        pseudo[:, unknown_to_first] = np.nan
+        used = ~np.isnan(pseudo).all(axis=1)
+        if round_number == 1:
+            semi = _summary(teacher.name, pseudo, len(unlabelled), classes, columns, settings)
+            semi["used_images_by_round"] = []
+        semi["used_images_by_round"].append(int(used.sum()))
+        logger.info(
+            "semi-supervised, student %d of %d: %d of %d unlabelled images pseudo-labelled by %s",
+            round_number,
+            rounds,
+            int(used.sum()),
+            len(unlabelled),
+            teacher.name,
+        )
+        student_train = (
+            np.concatenate([train[0], unlabelled[used]]),
+            np.concatenate([train[1].astype(np.float32), pseudo[used]]),
+        )
+        try:
+            kept = _build_and_train(
+                student_train,
+                validation,
+                settings,
+                on_epoch_end,
+                started,
+                _student_budget(settings, started, students_left=rounds - round_number + 1),
+                strong=True,
+            )
+        except TrainingBudgetTooSmall:
+            if kept is None:
+                raise
+            semi["note"] = (
+                "the time budget left no room for the student: the first model is kept"
+                if round_number == 1
+                else f"the time budget left room for {round_number - 1} of {rounds} "
+                "students: the last one is kept"
+            )
+            break
+        semi["rounds"] = round_number
+        # Noisy student: each student teaches the next one.
+        teacher = _teacher_of(kept[0], f"the student of round {round_number}", classes)
+        columns = teacher_columns(classes, classes)
+    assert kept is not None
+    return kept[0], kept[1], semi
+
+
+def _teacher_of(model: keras.Model, name: str, classes: list[str]) -> Teacher:
+    return Teacher(name, classes, Predictor(model, batch_size=PREDICT_BATCH_SIZE).predict)
+
+
+def _targets(
+    teacher: Teacher,
+    columns: list[int | None],
+    unlabelled: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray],
+    classes: list[str],
+    settings: TrainingSettings,
+) -> np.ndarray:
+    """The student's targets for ``unlabelled`` from ``teacher`` (NaN: unknown)."""
     taught = in_student_order(teacher.predict(unlabelled), columns)
     if settings.semi_supervised_targets == "soft":
         # NaN (unknown to the masked loss) where the teacher has no such class.
-        pseudo = taught.astype(np.float32)
-    else:
-        cuts = confidence_cuts(
-            validation[1], in_student_order(teacher.predict(validation[0]), columns), classes
-        )
-        pseudo = pseudo_labels(taught, cuts)
-    used = ~np.isnan(pseudo).all(axis=1)
-    semi: dict[str, Any] = {
-        "teacher": teacher.name,
-        "unlabelled_images": len(unlabelled),
-        "used_images": int(used.sum()),
+        return taught.astype(np.float32)
+    cuts = confidence_cuts(
+        validation[1], in_student_order(teacher.predict(validation[0]), columns), classes
+    )
+    return pseudo_labels(taught, cuts)
+
+
+def _summary(
+    teacher_name: str,
+    pseudo: np.ndarray,
+    offered: int,
+    classes: list[str],
+    columns: list[int | None],
+    settings: TrainingSettings,
+) -> dict[str, Any]:
+    """What the first teacher's targets hold, for the model card."""
+    return {
+        "teacher": teacher_name,
+        "unlabelled_images": offered,
+        "used_images": int((~np.isnan(pseudo).all(axis=1)).sum()),
         "pseudo_labelled_classes": [
             name
             for name, count in zip(classes, (~np.isnan(pseudo)).sum(axis=0), strict=True)
@@ -276,27 +354,8 @@ def _train_noisy_student(
         "pseudo_positives": {
             name: int(n) for name, n in zip(classes, (pseudo >= 0.5).sum(axis=0), strict=True)
         },
+        "rounds": 0,
     }
-    logger.info(
-        "semi-supervised: %d of %d unlabelled images pseudo-labelled by %s",
-        semi["used_images"],
-        semi["unlabelled_images"],
-        teacher.name,
-    )
-    student_train = (
-        np.concatenate([train[0], unlabelled[used]]),
-        np.concatenate([train[1].astype(np.float32), pseudo[used]]),
-    )
-    try:
-        model, outcome = _build_and_train(
-            student_train, validation, settings, on_epoch_end, started, strong=True
-        )
-    except TrainingBudgetTooSmall:
-        if first_model is None:
-            raise
-        semi["note"] = "the time budget left no room for the student: the first model is kept"
-        return first_model[0], first_model[1], semi
-    return model, outcome, semi
 
 
 def _teacher_budget(settings: TrainingSettings, started: float) -> float | None:
@@ -305,6 +364,18 @@ def _teacher_budget(settings: TrainingSettings, started: float) -> float | None:
         return None
     spent = time.perf_counter() - started
     return spent + max(budget - spent, 0.0) * TEACHER_BUDGET_SHARE
+
+
+def _student_budget(
+    settings: TrainingSettings, started: float, *, students_left: int
+) -> float | None:
+    """Where this student's training must end: an equal share of the time left for each
+    student still to train (they train on the same images)."""
+    budget = budget_seconds(settings)
+    if budget is None:
+        return None
+    spent = time.perf_counter() - started
+    return spent + max(budget - spent, 0.0) / students_left
 
 
 def validation_tag_rates(

@@ -95,6 +95,8 @@ def _semi_line(semi: dict[str, Any]) -> str:
         f"{semi['used_images']} of {semi['unlabelled_images']} pseudo-labelled by "
         f"{semi['teacher']} (classes: {', '.join(semi['pseudo_labelled_classes']) or 'none'})"
     )
+    if semi.get("rounds", 1) > 1:
+        line += f"; {semi['rounds']} students in turn, each taught by the one before"
     if semi.get("classes_without_teacher"):
         line += f"; the teacher does not know {', '.join(semi['classes_without_teacher'])}"
     if semi.get("note"):

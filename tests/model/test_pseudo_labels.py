@@ -1,8 +1,9 @@
-"""Semi-supervised training: soft or confident pseudo-labels, shared classes only, off =
-supervised."""
+"""Semi-supervised training: soft or confident pseudo-labels, shared classes only, students in
+turn, off = supervised."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from mlc_core.model.dataset import DecodedImages
 from mlc_core.model.pseudo_labels import confidence_cuts, pseudo_labels
-from mlc_core.model.recipe import Teacher, fit_and_calibrate
+from mlc_core.model.recipe import Teacher, _student_budget, fit_and_calibrate
 from mlc_core.model.split import DataSplit
 from mlc_core.settings import TrainingSettings
 from tests.model.conftest import SquareImages
@@ -112,3 +113,47 @@ def test_soft_targets_keep_what_the_teacher_is_unsure_of_where_confident_ones_dr
     if targets == "soft":
         # Every image learns 0.7 of each class: above 0.5, so counted as a positive.
         assert semi["pseudo_positives"] == {"red": 12, "blue": 12}
+
+
+def test_each_later_student_is_taught_by_the_one_before(
+    square_images: SquareImages, caplog: pytest.LogCaptureFixture
+) -> None:
+    def knows_red(images: np.ndarray) -> np.ndarray:
+        return (images[..., 0].max(axis=(1, 2)) > 200).astype(np.float32)[:, None]
+
+    decoded, labels, split = _squares(square_images)
+    unlabelled, _ = square_images(12, 5)
+    fitted = {}
+    for rounds in (1, 2):
+        with caplog.at_level("INFO", logger="mlc_core.model.recipe"):
+            fitted[rounds] = fit_and_calibrate(
+                decoded,
+                labels,
+                split,
+                ["red", "blue"],
+                TrainingSettings(**SETTINGS, semi_supervised=True, semi_supervised_rounds=rounds),
+                unlabelled=unlabelled,
+                teacher=Teacher("champion v1", ["red"], knows_red),
+            )
+
+    semi = fitted[2].semi_supervised
+    assert semi["rounds"] == 2 and semi["used_images_by_round"] == [12, 12]
+    # The card speaks of the first teacher: blue stays unknown in every round.
+    assert semi["teacher"] == "champion v1" and semi["classes_without_teacher"] == ["blue"]
+    assert (
+        "student 2 of 2: 12 of 12 unlabelled images pseudo-labelled by the student of "
+        "round 1" in caplog.text
+    )
+    assert fitted[1].semi_supervised["rounds"] == 1
+    weights = zip(fitted[1].model.get_weights(), fitted[2].model.get_weights(), strict=True)
+    assert any(not np.array_equal(one, two) for one, two in weights)
+
+
+def test_each_student_left_gets_an_equal_share_of_the_time_left() -> None:
+    settings = TrainingSettings(**SETTINGS, time_budget_minutes=1)
+    started = time.perf_counter() - 30
+
+    ends = [_student_budget(settings, started, students_left=n) for n in (2, 1)]
+
+    assert ends[0] == pytest.approx(45, abs=0.5) and ends[1] == pytest.approx(60, abs=0.5)
+    assert _student_budget(TrainingSettings(**SETTINGS), started, students_left=2) is None

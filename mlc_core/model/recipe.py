@@ -263,7 +263,6 @@ def _train_noisy_student(
         used = ~np.isnan(pseudo).all(axis=1)
         if round_number == 1:
             semi = _summary(teacher.name, pseudo, len(unlabelled), classes, columns, settings)
-            semi["used_images_by_round"] = []
         semi["used_images_by_round"].append(int(used.sum()))
         logger.info(
             "semi-supervised, student %d of %d: %d of %d unlabelled images pseudo-labelled by %s",
@@ -355,6 +354,7 @@ def _summary(
             name: int(n) for name, n in zip(classes, (pseudo >= 0.5).sum(axis=0), strict=True)
         },
         "rounds": 0,
+        "used_images_by_round": [],
     }
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from mlc_core.model.dataset import DecodedImages
 from mlc_core.model.pseudo_labels import confidence_cuts, pseudo_labels
-from mlc_core.model.recipe import Teacher, _student_budget, fit_and_calibrate
+from mlc_core.model.recipe import FittedModel, Teacher, _student_budget, fit_and_calibrate
 from mlc_core.model.split import DataSplit
 from mlc_core.settings import TrainingSettings
 from tests.model.conftest import SquareImages
@@ -41,20 +41,24 @@ def _squares(square_images: SquareImages) -> tuple[DecodedImages, np.ndarray, Da
 SETTINGS = {"image_size": 32, "epochs": 2, "batch_size": 8, "seed": 0}
 
 
-def _taught(square_images: SquareImages, teacher: Teacher, targets: str) -> dict[str, Any]:
-    """What 12 unlabelled square images taught a student of ``teacher``, semi-supervised."""
+def _fit_students(square_images: SquareImages, teacher: Teacher, **settings: Any) -> FittedModel:
+    """Students of ``teacher`` taught on 12 unlabelled square images, semi-supervised."""
     decoded, labels, split = _squares(square_images)
     unlabelled, _ = square_images(12, 5)
-    fitted = fit_and_calibrate(
+    return fit_and_calibrate(
         decoded,
         labels,
         split,
         ["red", "blue"],
-        TrainingSettings(**SETTINGS, semi_supervised=True, semi_supervised_targets=targets),
+        TrainingSettings(**SETTINGS, semi_supervised=True, **settings),
         unlabelled=unlabelled,
         teacher=teacher,
     )
-    return fitted.semi_supervised
+
+
+def _taught(square_images: SquareImages, teacher: Teacher, targets: str) -> dict[str, Any]:
+    """What 12 unlabelled square images taught a student of ``teacher``, semi-supervised."""
+    return _fit_students(square_images, teacher, semi_supervised_targets=targets).semi_supervised
 
 
 @pytest.mark.parametrize("targets", ["soft", "confident"])
@@ -121,19 +125,13 @@ def test_each_later_student_is_taught_by_the_one_before(
     def knows_red(images: np.ndarray) -> np.ndarray:
         return (images[..., 0].max(axis=(1, 2)) > 200).astype(np.float32)[:, None]
 
-    decoded, labels, split = _squares(square_images)
-    unlabelled, _ = square_images(12, 5)
     fitted = {}
     for rounds in (1, 2):
         with caplog.at_level("INFO", logger="mlc_core.model.recipe"):
-            fitted[rounds] = fit_and_calibrate(
-                decoded,
-                labels,
-                split,
-                ["red", "blue"],
-                TrainingSettings(**SETTINGS, semi_supervised=True, semi_supervised_rounds=rounds),
-                unlabelled=unlabelled,
-                teacher=Teacher("champion v1", ["red"], knows_red),
+            fitted[rounds] = _fit_students(
+                square_images,
+                Teacher("champion v1", ["red"], knows_red),
+                semi_supervised_rounds=rounds,
             )
 
     semi = fitted[2].semi_supervised

@@ -8,6 +8,10 @@ import tensorflow as tf
 
 from mlc_core.model.build import model_image_size, model_num_labels
 
+# The scoring job's default batch size, and the one training predicts with; the batch size
+# does not change the probabilities.
+PREDICT_BATCH_SIZE = 64
+
 
 class Predictor:
     """Scores uint8 image arrays with one model, tracing its inference graph once.

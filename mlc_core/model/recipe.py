@@ -1,7 +1,7 @@
 """The whole training recipe that ``mlc train`` ships and the quality benchmark measures.
 
 :func:`fit_and_calibrate` builds and trains a model (optionally semi-supervised on unlabelled
-images, :mod:`mlc_core.model.pseudo_labels`), calibrates per-class thresholds on validation
+images, :mod:`mlc_core.model.noisy_student`), calibrates per-class thresholds on validation
 and evaluates on test. The train job and ``benchmarks/quality.py`` both call it, so the
 benchmark measures exactly what the job does.
 """
@@ -17,33 +17,19 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from mlc_core.errors import TrainingBudgetTooSmall
-from mlc_core.model.build import at_size, build_model, weights_fit_both_sizes
-from mlc_core.model.dataset import DecodedImages, make_training_dataset
-from mlc_core.model.losses import make_loss
+from mlc_core.model.build import at_size, weights_fit_both_sizes
+from mlc_core.model.dataset import DecodedImages
 from mlc_core.model.metrics import evaluate_predictions
-from mlc_core.model.predict import Predictor
-from mlc_core.model.pseudo_labels import (
-    confidence_cuts,
-    in_student_order,
-    pseudo_labels,
-    teacher_columns,
-)
+from mlc_core.model.noisy_student import Teacher, train_noisy_student
+from mlc_core.model.predict import PREDICT_BATCH_SIZE, Predictor
 from mlc_core.model.split import DataSplit
 from mlc_core.model.thresholds import calibrate_thresholds
-from mlc_core.model.training import EpochReport, TrainingOutcome, row_indices, train_model
+from mlc_core.model.training import EpochReport, TrainingOutcome, build_and_train, row_indices
 
 if TYPE_CHECKING:
     from mlc_core.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
-
-# The scoring job's default batch size; the batch size does not change the probabilities.
-PREDICT_BATCH_SIZE = 64
-# With a time budget and no teacher given, the first model (the teacher) may use this share
-# of the time left; the student, training on more images, gets the rest.
-TEACHER_BUDGET_SHARE = 0.35
-FIRST_MODEL_TEACHER = "a first model trained on the labels"
 
 
 @dataclass
@@ -68,16 +54,6 @@ class FittedModel:
     threshold_notes: list[str]
     metrics: dict[str, Any]
     semi_supervised: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Teacher:
-    """A model that gives pseudo-labels: its name for people, its classes, and its scorer of
-    images decoded at the student's size."""
-
-    name: str
-    classes: list[str]
-    predict: Callable[[np.ndarray], np.ndarray]
 
 
 def fit_and_calibrate(
@@ -151,13 +127,13 @@ def fit_and_calibrate(
     train = (images[train_rows], labels[train_rows])
     if not settings.semi_supervised:
         semi: dict[str, Any] = {"note": "semi-supervised training is off"}
-        model, outcome = _build_and_train(train, validation, settings, on_epoch_end, started)
+        model, outcome = build_and_train(train, validation, settings, on_epoch_end, started)
     elif unlabelled is None or len(unlabelled) == 0:
         semi = {"note": "no unlabelled images in the store: trained on the labels alone"}
         logger.info("semi-supervised: %s", semi["note"])
-        model, outcome = _build_and_train(train, validation, settings, on_epoch_end, started)
+        model, outcome = build_and_train(train, validation, settings, on_epoch_end, started)
     else:
-        model, outcome, semi = _train_noisy_student(
+        model, outcome, semi = train_noisy_student(
             train, validation, unlabelled, list(classes), settings, on_epoch_end, started, teacher
         )
     if scoring is not None and settings.scoring_image_size != settings.image_size:
@@ -234,150 +210,6 @@ def _calibrated(
     )
 
 
-def _train_noisy_student(
-    train: tuple[np.ndarray, np.ndarray],
-    validation: tuple[np.ndarray, np.ndarray],
-    unlabelled: np.ndarray,
-    classes: list[str],
-    settings: TrainingSettings,
-    on_epoch_end: Callable[[EpochReport], None] | None,
-    started: float,
-    teacher: Teacher | None,
-) -> tuple[keras.Model, TrainingOutcome, dict[str, Any]]:
-    # The last model trained here: what is kept when the budget stops a later student.
-    kept: tuple[keras.Model, TrainingOutcome] | None = None
-    if teacher is None:
-        kept = _build_and_train(
-            train, validation, settings, on_epoch_end, started, _teacher_budget(settings, started)
-        )
-        teacher = _teacher_of(kept[0], FIRST_MODEL_TEACHER, classes)
-    columns = teacher_columns(teacher.classes, classes)
-    # Later students teach every class; the classes the first teacher lacks stay unknown in
-    # every round, so the card's list of pseudo-labelled classes holds for all of them.
-    unknown_to_first = np.array([column is None for column in columns])
-    rounds = settings.semi_supervised_rounds
-    semi: dict[str, Any] = {}
-    for round_number in range(1, rounds + 1):
-        pseudo = _targets(teacher, columns, unlabelled, validation, classes, settings)
-        pseudo[:, unknown_to_first] = np.nan
-        used = ~np.isnan(pseudo).all(axis=1)
-        if round_number == 1:
-            semi = _summary(teacher.name, pseudo, len(unlabelled), classes, columns, settings)
-        semi["used_images_by_round"].append(int(used.sum()))
-        logger.info(
-            "semi-supervised, student %d of %d: %d of %d unlabelled images pseudo-labelled by %s",
-            round_number,
-            rounds,
-            int(used.sum()),
-            len(unlabelled),
-            teacher.name,
-        )
-        student_train = (
-            np.concatenate([train[0], unlabelled[used]]),
-            np.concatenate([train[1].astype(np.float32), pseudo[used]]),
-        )
-        try:
-            kept = _build_and_train(
-                student_train,
-                validation,
-                settings,
-                on_epoch_end,
-                started,
-                _student_budget(settings, started, students_left=rounds - round_number + 1),
-                strong=True,
-            )
-        except TrainingBudgetTooSmall:
-            if kept is None:
-                raise
-            semi["note"] = (
-                "the time budget left no room for the student: the first model is kept"
-                if round_number == 1
-                else f"the time budget left room for {round_number - 1} of {rounds} "
-                "students: the last one is kept"
-            )
-            break
-        semi["rounds"] = round_number
-        # Noisy student: each student teaches the next one.
-        teacher = _teacher_of(kept[0], f"the student of round {round_number}", classes)
-        columns = teacher_columns(classes, classes)
-    assert kept is not None
-    return kept[0], kept[1], semi
-
-
-def _teacher_of(model: keras.Model, name: str, classes: list[str]) -> Teacher:
-    return Teacher(name, classes, Predictor(model, batch_size=PREDICT_BATCH_SIZE).predict)
-
-
-def _targets(
-    teacher: Teacher,
-    columns: list[int | None],
-    unlabelled: np.ndarray,
-    validation: tuple[np.ndarray, np.ndarray],
-    classes: list[str],
-    settings: TrainingSettings,
-) -> np.ndarray:
-    """The student's targets for ``unlabelled`` from ``teacher`` (NaN: unknown)."""
-    taught = in_student_order(teacher.predict(unlabelled), columns)
-    if settings.semi_supervised_targets == "soft":
-        # NaN (unknown to the masked loss) where the teacher has no such class.
-        return taught.astype(np.float32)
-    cuts = confidence_cuts(
-        validation[1], in_student_order(teacher.predict(validation[0]), columns), classes
-    )
-    return pseudo_labels(taught, cuts)
-
-
-def _summary(
-    teacher_name: str,
-    pseudo: np.ndarray,
-    offered: int,
-    classes: list[str],
-    columns: list[int | None],
-    settings: TrainingSettings,
-) -> dict[str, Any]:
-    """What the first teacher's targets hold, for the model card."""
-    return {
-        "teacher": teacher_name,
-        "unlabelled_images": offered,
-        "used_images": int((~np.isnan(pseudo).all(axis=1)).sum()),
-        "pseudo_labelled_classes": [
-            name
-            for name, count in zip(classes, (~np.isnan(pseudo)).sum(axis=0), strict=True)
-            if count
-        ],
-        "classes_without_teacher": [
-            name for name, c in zip(classes, columns, strict=True) if c is None
-        ],
-        "targets": settings.semi_supervised_targets,
-        # Soft targets: images the teacher puts at 0.5 or above.
-        "pseudo_positives": {
-            name: int(n) for name, n in zip(classes, (pseudo >= 0.5).sum(axis=0), strict=True)
-        },
-        "rounds": 0,
-        "used_images_by_round": [],
-    }
-
-
-def _teacher_budget(settings: TrainingSettings, started: float) -> float | None:
-    budget = budget_seconds(settings)
-    if budget is None:
-        return None
-    spent = time.perf_counter() - started
-    return spent + max(budget - spent, 0.0) * TEACHER_BUDGET_SHARE
-
-
-def _student_budget(
-    settings: TrainingSettings, started: float, *, students_left: int
-) -> float | None:
-    """Where this student's training must end: an equal share of the time left for each
-    student still to train (they train on the same images)."""
-    budget = budget_seconds(settings)
-    if budget is None:
-        return None
-    spent = time.perf_counter() - started
-    return spent + max(budget - spent, 0.0) / students_left
-
-
 def validation_tag_rates(
     probabilities: np.ndarray, thresholds: Sequence[float], classes: Sequence[str]
 ) -> dict[str, float]:
@@ -387,63 +219,3 @@ def validation_tag_rates(
     """
     tagged = (probabilities >= np.asarray(thresholds, dtype=np.float64)).mean(axis=0)
     return {name: round(float(rate), 6) for name, rate in zip(classes, tagged, strict=True)}
-
-
-def _positive_rates(labels: np.ndarray) -> np.ndarray:
-    """Per class, the share of positives among the images where it is known (0 if none)."""
-    known = ~np.isnan(labels)
-    positives = np.where(known, labels, 0.0).sum(axis=0)
-    return positives / np.maximum(known.sum(axis=0), 1)
-
-
-def _build_and_train(
-    train: tuple[np.ndarray, np.ndarray],
-    validation: tuple[np.ndarray, np.ndarray],
-    settings: TrainingSettings,
-    on_epoch_end: Callable[[EpochReport], None] | None,
-    started: float,
-    time_budget_seconds: float | None = None,
-    *,
-    strong: bool = False,
-) -> tuple[keras.Model, TrainingOutcome]:
-    keras.utils.set_random_seed(settings.seed)
-    model = build_model(
-        settings.backbone,
-        train[1].shape[1],
-        settings.image_size,
-        weights=settings.weights,
-        dropout_rate=settings.dropout_rate,
-    )
-    loss = make_loss(settings.loss, positive_rates=_positive_rates(train[1]))
-    outcome = train_model(
-        model,
-        make_training_dataset(
-            train[0],
-            train[1],
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            augment=True,
-            strong=strong,
-            min_crop_fraction=settings.min_crop_fraction,
-            mixup_alpha=settings.mixup_alpha,
-        ),
-        validation[0],
-        validation[1],
-        epochs=settings.epochs,
-        learning_rate=settings.learning_rate,
-        loss=loss,
-        patience=settings.early_stopping_patience,
-        seed=settings.seed,
-        on_epoch_end=on_epoch_end,
-        time_budget_seconds=time_budget_seconds
-        if time_budget_seconds is not None
-        else budget_seconds(settings),
-        started=started,
-    )
-    return model, outcome
-
-
-def budget_seconds(settings: TrainingSettings) -> float | None:
-    """The training time budget in seconds, ``None`` without one."""
-    minutes = settings.time_budget_minutes
-    return None if minutes is None else minutes * 60.0

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -19,7 +19,13 @@ import tensorflow as tf
 
 from mlc_core.model.backbones import require_tensorflow_backend
 from mlc_core.model.budget import EpochPlan, PlannedCosineSchedule
+from mlc_core.model.build import build_model
+from mlc_core.model.dataset import make_training_dataset
+from mlc_core.model.losses import make_loss
 from mlc_core.model.metrics import mean_average_precision
+
+if TYPE_CHECKING:
+    from mlc_core.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -277,3 +283,63 @@ def _compile(
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
     return schedule
+
+
+def _positive_rates(labels: np.ndarray) -> np.ndarray:
+    """Per class, the share of positives among the images where it is known (0 if none)."""
+    known = ~np.isnan(labels)
+    positives = np.where(known, labels, 0.0).sum(axis=0)
+    return positives / np.maximum(known.sum(axis=0), 1)
+
+
+def build_and_train(
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    settings: TrainingSettings,
+    on_epoch_end: Callable[[EpochReport], None] | None,
+    started: float,
+    time_budget_seconds: float | None = None,
+    *,
+    strong: bool = False,
+) -> tuple[keras.Model, TrainingOutcome]:
+    keras.utils.set_random_seed(settings.seed)
+    model = build_model(
+        settings.backbone,
+        train[1].shape[1],
+        settings.image_size,
+        weights=settings.weights,
+        dropout_rate=settings.dropout_rate,
+    )
+    loss = make_loss(settings.loss, positive_rates=_positive_rates(train[1]))
+    outcome = train_model(
+        model,
+        make_training_dataset(
+            train[0],
+            train[1],
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            augment=True,
+            strong=strong,
+            min_crop_fraction=settings.min_crop_fraction,
+            mixup_alpha=settings.mixup_alpha,
+        ),
+        validation[0],
+        validation[1],
+        epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        loss=loss,
+        patience=settings.early_stopping_patience,
+        seed=settings.seed,
+        on_epoch_end=on_epoch_end,
+        time_budget_seconds=time_budget_seconds
+        if time_budget_seconds is not None
+        else budget_seconds(settings),
+        started=started,
+    )
+    return model, outcome
+
+
+def budget_seconds(settings: TrainingSettings) -> float | None:
+    """The training time budget in seconds, ``None`` without one."""
+    minutes = settings.time_budget_minutes
+    return None if minutes is None else minutes * 60.0

@@ -81,6 +81,7 @@ def test_semi_supervised_training_uses_the_unlabelled_images_and_the_card_says_h
 
     assert report.semi_supervised["unlabelled_images"] == 8
     assert report.semi_supervised["teacher"] == "a first model trained on the labels"
+    assert report.semi_supervised["rounds"] == 2  # the default: two students in turn
     card = json.loads(workspace.store.get(model_files(workspace, report.version).card))
     assert card["extra"]["semi_supervised"]["unlabelled_images"] == 8
 
@@ -113,7 +114,11 @@ def test_the_champion_can_teach_the_next_version(trained: TrainedWorkspace) -> N
     workspace = trained.workspace
     put_synthetic_images(workspace, 8, folder="images/unlabelled/")
     settings = workspace.settings.training.model_copy(
-        update={"semi_supervised": True, "semi_supervised_teacher": "champion"}
+        update={
+            "semi_supervised": True,
+            "semi_supervised_teacher": "champion",
+            "semi_supervised_rounds": 1,
+        }
     )
 
     report = train_model_version(workspace, settings)
@@ -138,7 +143,13 @@ def test_a_champion_that_scores_larger_than_it_trained_still_teaches(
 
     report = train_model_version(
         workspace,
-        larger.model_copy(update={"semi_supervised": True, "semi_supervised_teacher": "champion"}),
+        larger.model_copy(
+            update={
+                "semi_supervised": True,
+                "semi_supervised_teacher": "champion",
+                "semi_supervised_rounds": 1,
+            }
+        ),
     )
 
     assert report.semi_supervised["teacher"] == f"champion {champion.version}"

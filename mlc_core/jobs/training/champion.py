@@ -20,8 +20,8 @@ from mlc_core.jobs.workspace import Workspace
 from mlc_core.labels import LabelVocabulary
 from mlc_core.model.dataset import DecodedImages
 from mlc_core.model.metrics import evaluate_predictions
-from mlc_core.model.predict import Predictor
-from mlc_core.model.recipe import PREDICT_BATCH_SIZE, FittedModel
+from mlc_core.model.predict import PREDICT_BATCH_SIZE, Predictor
+from mlc_core.model.recipe import FittedModel
 from mlc_core.model.training import row_indices
 
 

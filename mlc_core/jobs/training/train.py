@@ -53,9 +53,10 @@ from mlc_core.jobs.workspace import Workspace
 from mlc_core.model.artifacts import ModelCard, library_versions, serialize_model, sha256_hex
 from mlc_core.model.backbones import get_backbone
 from mlc_core.model.build import at_size, weights_fit_both_sizes
-from mlc_core.model.predict import Predictor
+from mlc_core.model.noisy_student import Teacher
+from mlc_core.model.predict import PREDICT_BATCH_SIZE, Predictor
 from mlc_core.model.promotion import PromotionDecision, decide_promotion
-from mlc_core.model.recipe import PREDICT_BATCH_SIZE, FittedModel, Teacher, fit_and_calibrate
+from mlc_core.model.recipe import FittedModel, fit_and_calibrate
 from mlc_core.model.split import DataSplit
 from mlc_core.model.training import EpochReport
 from mlc_core.settings import TrainingSettings

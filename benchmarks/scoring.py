@@ -8,7 +8,8 @@ depend on the weights). In one run it prints:
 
 - end-to-end images/s of the scoring job (in a child process), for the whole run and for its
   scoring phase (after listing and model loading);
-- the same model's throughput on pre-decoded tensors at the same batch size (the ceiling), and
+- the same model's throughput on pre-decoded tensors in the same forward passes, on the same
+  TensorFlow threads (the ceiling), and
   the ratio;
 - the CPU time per image of the scoring process's scoring phase, of the S3 server and of the
   model at the ceiling: other work on the machine changes the images/s of both the pipeline
@@ -143,12 +144,15 @@ class Ceiling:
 
 def _ceiling(model: ModelFile, photos: list[bytes], batch_size: int, seconds: float) -> Ceiling:
     """The model alone on decoded tensors, batch after batch (after warm-up), in the same
-    :class:`~mlc_core.model.predict.Predictor` and at the same batch size as the pipeline."""
+    :class:`~mlc_core.model.predict.Predictor`, forward passes and TensorFlow threads as the
+    pipeline (:func:`main` sets the threads before TensorFlow first runs)."""
     from mlc_core.images import decode_image
     from mlc_core.model.artifacts import deserialize_model
     from mlc_core.model.predict import Predictor
+    from mlc_core.settings import ScoringSettings
 
-    predictor = Predictor(deserialize_model(model.data, model.sha256), batch_size=batch_size)
+    passes = min(ScoringSettings().inference_batch_size, batch_size)
+    predictor = Predictor(deserialize_model(model.data, model.sha256), batch_size=passes)
     batch = np.stack([decode_image(photo, model.image_size) for photo in photos[:batch_size]])
     for _ in range(3):
         predictor.predict(batch)
@@ -262,12 +266,12 @@ def _warm_model(workspace: Any) -> None:
     """Load and trace the champion before the clock starts, as a worker that scored before
     has: loading is start-up, paid once per process, not CPU per image."""
     from mlc_core.db.model_versions import require_champion
-    from mlc_core.jobs.scoring.model_cache import cached_predictor
+    from mlc_core.jobs.scoring.model_cache import scoring_predictor
 
     with workspace.transaction() as session:
         champion = require_champion(session)
         session.expunge(champion)
-    predictor = cached_predictor(workspace.store, champion, workspace.settings.scoring.batch_size)
+    predictor = scoring_predictor(workspace.store, champion, workspace.settings.scoring)
     predictor.predict(np.zeros((1, champion.image_size, champion.image_size, 3), np.uint8))
 
 
@@ -412,6 +416,9 @@ def _print_results(
     assert large.rerun is not None and small.seed_rate and small.read_decode_rate
     cores = os.cpu_count() or 1
     ceiling = max(c.images_per_second for c in ceilings)
+    from mlc_core.settings import ScoringSettings
+
+    scoring = ScoringSettings()
     # The least CPU the model was seen to need: the ratio at equal CPU errs against the pipeline.
     model_cpu_ms = min(c.cpu_ms_per_image for c in ceilings)
     seed_rate, read_decode = small.seed_rate, small.read_decode_rate
@@ -423,7 +430,9 @@ def _print_results(
     seed_ratio = small_phase / seed_rate
     lines = [
         "",
-        f"mlc scoring benchmark: {model.backbone} at {model.image_size} px, batch {batch_size}, "
+        f"mlc scoring benchmark: {model.backbone} at {model.image_size} px, batch {batch_size} "
+        f"(forward passes of {scoring.inference_batch_size} on "
+        f"{scoring.inference_threads or 'all'} TensorFlow thread(s)), "
         f"{os.cpu_count()} CPU cores, {platform.python_implementation()} "
         f"{platform.python_version()}",
         f"  ceiling (model alone on decoded tensors): {ceiling:.1f} images/s "
@@ -516,6 +525,12 @@ def main(argv: list[str] | None = None) -> None:
         small_count, large_count = (300, 1000) if arguments.quick else (2000, 20000)
     seed_images = arguments.seed_images or (100 if arguments.quick else 200)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mlc_core.model.predict import use_inference_threads
+    from mlc_core.settings import ScoringSettings
+
+    # As a scoring process does, before this one first runs TensorFlow: the ceiling is the
+    # model on the pipeline's threads.
+    use_inference_threads(ScoringSettings().inference_threads)
 
     started = time.monotonic()
     photos = make_photos(

@@ -50,7 +50,8 @@ def train_flow(
         relay = ProgressRelay(
             "epoch",
             lambda e: logger.info(
-                "epoch %d/%d: loss %.4f, validation mAP %s",
+                "%sepoch %d/%d: loss %.4f, validation mAP %s",
+                f"{e.model}, " if e.model else "",
                 e.epoch,
                 e.epochs,
                 e.loss,

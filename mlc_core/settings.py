@@ -158,6 +158,25 @@ class ScoringSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(64, ge=1, le=4096)
+    inference_batch_size: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description=(
+            "images per forward pass of the model; a batch is scored in passes of this many "
+            "(small passes keep the model's activations in the CPU's caches)"
+        ),
+    )
+    inference_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description=(
+            "TensorFlow threads of a scoring process's forward passes (0: TensorFlow's "
+            "default, one per core); in force where scoring is the process's first TensorFlow "
+            "work"
+        ),
+    )
     read_workers: int = Field(16, ge=1, le=256)
     listing_workers: int = Field(
         4,

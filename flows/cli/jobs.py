@@ -63,7 +63,10 @@ def train(
 
 def _describe_epoch(kind: str, event: Any) -> str:
     validation_map = "-" if event.validation_map is None else f"{event.validation_map:.4f}"
-    return f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} val mAP {validation_map}"
+    model = f"{event.model}: " if event.model else ""
+    return (
+        f"{model}epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} val mAP {validation_map}"
+    )
 
 
 @app.command()
@@ -192,7 +195,8 @@ def demo(
 def _describe_demo(kind: str, event: Any) -> str:
     if kind == "epoch":
         validation_map = "-" if event.validation_map is None else f"{event.validation_map:.3f}"
-        return f"training: epoch {event.epoch}, val mAP {validation_map}"
+        model = f" {event.model}," if event.model else ""
+        return f"training:{model} epoch {event.epoch}, val mAP {validation_map}"
     return "scoring"
 
 

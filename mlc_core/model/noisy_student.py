@@ -8,6 +8,7 @@ NumPy side (which teacher column feeds which class, the confidence cuts).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -62,7 +63,12 @@ def train_noisy_student(
     kept: tuple[keras.Model, TrainingOutcome] | None = None
     if teacher is None:
         kept = build_and_train(
-            train, validation, settings, on_epoch_end, started, _teacher_budget(settings, started)
+            train,
+            validation,
+            settings,
+            _naming(on_epoch_end, "first model"),
+            started,
+            _teacher_budget(settings, started),
         )
         teacher = _teacher_of(kept[0], FIRST_MODEL_TEACHER, classes)
     columns = teacher_columns(teacher.classes, classes)
@@ -95,7 +101,7 @@ def train_noisy_student(
                 student_train,
                 validation,
                 settings,
-                on_epoch_end,
+                _naming(on_epoch_end, f"student {round_number} of {rounds}"),
                 started,
                 student_budget(settings, started, students_left=rounds - round_number + 1),
                 strong=True,
@@ -116,6 +122,15 @@ def train_noisy_student(
         columns = teacher_columns(classes, classes)
     assert kept is not None
     return kept[0], kept[1], semi
+
+
+def _naming(
+    on_epoch_end: Callable[[EpochReport], None] | None, model: str
+) -> Callable[[EpochReport], None] | None:
+    """``on_epoch_end`` told which model each epoch is of: every training counts from epoch 1."""
+    if on_epoch_end is None:
+        return None
+    return lambda report: on_epoch_end(dataclasses.replace(report, model=model))
 
 
 def _teacher_of(model: keras.Model, name: str, classes: list[str]) -> Teacher:

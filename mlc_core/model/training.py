@@ -47,6 +47,9 @@ class EpochReport:
     validation_loss: float
     validation_map: float | None
     seconds: float
+    # Which of several trainings in one run this epoch belongs to ("student 1 of 2"); empty
+    # when the run trains one model. Semi-supervised runs train several, each from epoch 1.
+    model: str = ""
 
 
 @dataclass

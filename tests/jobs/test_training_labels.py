@@ -12,6 +12,7 @@ from mlc_core.jobs.labels_import import import_labels
 from mlc_core.jobs.training.data import load_training_data, load_unlabelled_images
 from mlc_core.jobs.training.train import train_model_version
 from mlc_core.jobs.workspace import Workspace
+from mlc_core.model.training import EpochReport
 from mlc_core.reports.document import to_text
 from mlc_core.reports.training import training_summary
 from tests.jobs.conftest import TrainedWorkspace, labels_csv, model_files, put_synthetic_images
@@ -76,10 +77,13 @@ def test_semi_supervised_training_uses_the_unlabelled_images_and_the_card_says_h
             source="test.csv",
         )
     settings = workspace.settings.training.model_copy(update={"semi_supervised": True})
+    epochs: list[EpochReport] = []
 
-    report = train_model_version(workspace, settings)
+    report = train_model_version(workspace, settings, on_epoch_end=epochs.append)
 
     assert report.semi_supervised["unlabelled_images"] == 8
+    # Three trainings, each counting its epochs from 1: the progress says whose they are.
+    assert sorted({e.model for e in epochs}) == ["first model", "student 1 of 2", "student 2 of 2"]
     assert report.semi_supervised["teacher"] == "a first model trained on the labels"
     assert report.semi_supervised["rounds"] == 2  # the default: two students in turn
     card = json.loads(workspace.store.get(model_files(workspace, report.version).card))

@@ -17,6 +17,7 @@ from mlc_core.storage import ObjectStore, key_for_uri
 
 if TYPE_CHECKING:
     from mlc_core.model.predict import Predictor
+    from mlc_core.settings import ScoringSettings
 
 _CACHE: dict[tuple[str, str, int], Predictor] = {}
 # Shards running side by side in one process (a Dask worker with several threads) load the
@@ -53,3 +54,16 @@ def cached_predictor(store: ObjectStore, model_version: ModelVersion, batch_size
             _CACHE.clear()
             _CACHE[key] = predictor
     return predictor
+
+
+def scoring_predictor(
+    store: ObjectStore, model_version: ModelVersion, scoring: ScoringSettings
+) -> Predictor:
+    """:func:`cached_predictor` as scoring runs it: ``scoring.inference_batch_size`` images
+    per forward pass, on ``scoring.inference_threads`` TensorFlow threads where this process
+    has not run TensorFlow yet."""
+    from mlc_core.model.predict import use_inference_threads
+
+    # Before the model is loaded: loading runs TensorFlow's first operations.
+    use_inference_threads(scoring.inference_threads)
+    return cached_predictor(store, model_version, scoring.inference_batch_size)

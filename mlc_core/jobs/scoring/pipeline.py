@@ -29,7 +29,7 @@ import numpy as np
 from mlc_core.db.models import ModelVersion
 from mlc_core.db.scores import ImageScore
 from mlc_core.jobs.scoring.feeder import Feeder, LoadedImage, ReadPool
-from mlc_core.jobs.scoring.model_cache import cached_predictor
+from mlc_core.jobs.scoring.model_cache import scoring_predictor
 from mlc_core.jobs.scoring.reports import ScoreProgress, ScoreReport, reason_kind
 from mlc_core.jobs.scoring.run import RunContext
 from mlc_core.jobs.scoring.writer import BatchResult, BatchWriter
@@ -53,13 +53,14 @@ def score_pending(
     Returns when every image of the scope is done (scored, failed, or scored by another run),
     or raises the first error of any stage once the others have wound down.
     """
-    predictor = cached_predictor(context.workspace.store, champion, batch_size)
+    scoring = context.workspace.settings.scoring
+    predictor = scoring_predictor(context.workspace.store, champion, scoring)
     failures_by_reason: Counter[str] = Counter()
     started = time.monotonic()
     writer = BatchWriter(
         context, LabelVocabulary(tuple(champion.classes)), replace=context.scope.mode == "all"
     )
-    pool = ReadPool(context.workspace.settings.scoring.read_workers)
+    pool = ReadPool(scoring.read_workers)
     feeder = Feeder(context, pool, batch_size, champion.image_size)
     failed = True
     try:

@@ -66,7 +66,8 @@ def score_images(
         mode: ``new`` (no score from the champion yet), ``stale`` (scored only by older
             versions), ``all`` (every image, replacing the champion's earlier rows) or
             ``failed`` (retry images that failed to decode).
-        batch_size: images per inference batch and per database transaction.
+        batch_size: images per claim and per database transaction (the model scores them in
+            forward passes of ``MLC_SCORING__INFERENCE_BATCH_SIZE``).
         on_progress: called after each batch is handed to the writer.
         discover: list the store first; False scores the registered images only (after a
             promotion, say).

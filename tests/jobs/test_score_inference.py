@@ -1,0 +1,79 @@
+"""How scoring runs the model: forward passes of MLC_SCORING__INFERENCE_BATCH_SIZE images on
+MLC_SCORING__INFERENCE_THREADS TensorFlow threads, with the same probabilities whatever both
+are."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mlc_core.jobs.scoring import score_images
+from mlc_core.jobs.scoring.model_cache import scoring_predictor
+from mlc_core.settings import ScoringSettings, load_settings
+from tests.jobs.scoring_support import opened, put_tiny_images, query, register_champion
+
+IMAGES = 20
+
+
+def _scores(home: Path, inference_batch_size: int) -> list[tuple[str, object]]:
+    scoring = {"batch_size": 8, "read_workers": 2, "inference_batch_size": inference_batch_size}
+    with opened(load_settings(home=home, scoring=scoring)) as workspace:
+        champion = register_champion(workspace)
+        put_tiny_images(workspace, IMAGES)
+        report = score_images(workspace)
+        assert report.scored == IMAGES
+        predictor = scoring_predictor(workspace.store, champion, workspace.settings.scoring)
+        assert predictor.batch_size == inference_batch_size
+        rows = query(
+            workspace,
+            "select i.uri, s.probabilities from scores s join images i on i.id = s.image_id",
+        )
+        # The two stores live in other folders: an image is named by its file name.
+        return sorted((str(uri).rsplit("/", 1)[1], probabilities) for uri, probabilities in rows)
+
+
+def test_a_batch_scored_in_smaller_forward_passes_gets_the_same_probabilities(
+    tmp_path: Path,
+) -> None:
+    # Batches of 8 in passes of 3 (the last pass of each batch padded), against one pass each.
+    in_passes = _scores(tmp_path / "passes", 3)
+    whole = _scores(tmp_path / "whole", 64)
+
+    assert len(in_passes) == IMAGES and in_passes == whole
+
+
+def test_inference_threads_hold_where_scoring_is_the_first_tensorflow_work() -> None:
+    # A process of its own: TensorFlow fixes its threads once it has run an operation, which
+    # this test process did long ago.
+    program = (
+        "import tensorflow as tf\n"
+        "from mlc_core.model.predict import use_inference_threads\n"
+        "first = use_inference_threads(1)\n"
+        "tf.constant(1.0) + 1.0\n"
+        "later = use_inference_threads(2)\n"
+        "print(first, later, tf.config.threading.get_intra_op_parallelism_threads())\n"
+    )
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    # In force before TensorFlow ran; refused (and said so in the log) after: one thread still.
+    assert result.stdout.split() == ["True", "False", "1"]
+
+
+def test_inference_settings_refuse_what_cannot_run() -> None:
+    for bad in ({"inference_batch_size": 0}, {"inference_threads": -1}):
+        with pytest.raises(ValidationError, match="inference_"):
+            ScoringSettings(**bad)

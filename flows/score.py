@@ -158,7 +158,8 @@ def score_flow(
         prefixes: key prefixes in the store to score.
         mode: new (not yet scored by the champion), stale (scored only by older models), all,
             or failed (retry images that failed before).
-        batch_size: images per inference batch and per database transaction.
+        batch_size: images per claim and per database transaction (the model scores them in
+            forward passes of MLC_SCORING__INFERENCE_BATCH_SIZE).
         discover: list the store first; off, only the images registered already are scored.
         force_retire: retire the images a complete listing did not show even when they are
             more than MLC_SCORING__MAX_RETIRE_FRACTION of a prefix.

@@ -575,7 +575,8 @@ def main(argv: list[str] | None = None) -> None:
     # run's ceilings (one measured while other work ran would flatter floor / pipeline).
     best_inference_ms = min(ceiling.cpu_ms_per_image for ceiling in ceilings)
     for result in photo_sets:
-        result.floor.inference_ms = best_inference_ms
+        for floor in (result.floor, *(result.floors or ())):
+            floor.inference_ms = best_inference_ms
     _print_results(small, large, ceilings, seed_images, decode_ms, arguments.batch_size, model)
     from benchmarks.scoring_sets import describe_photo_set
 

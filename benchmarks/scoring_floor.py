@@ -44,6 +44,17 @@ class StageFloor:
             f"= {self.total_ms:.2f} core-ms per image"
         )
 
+    @classmethod
+    def mean(cls, first: StageFloor, second: StageFloor) -> StageFloor:
+        """Each stage's mean of two measurements."""
+        return cls(
+            (first.get_ms + second.get_ms) / 2,
+            (first.decode_ms + second.decode_ms) / 2,
+            (first.inference_ms + second.inference_ms) / 2,
+            (first.claim_ms + second.claim_ms) / 2,
+            (first.write_ms + second.write_ms) / 2,
+        )
+
     def dominant(self) -> str:
         stages = {
             "GET": self.get_ms,

@@ -56,6 +56,8 @@ class PhotoSetResult:
     server_cpu_ms: float
     ray: Any  # a RayResult, or the reason Ray Data could not run (str)
     boto3_get_ms: float = 0.0
+    # The floor just before the pipeline runs and just after; ``floor`` is their mean.
+    floors: tuple[StageFloor, StageFloor] | None = None
 
 
 def _run_processes(count: int, environment: dict[str, str]) -> PipelineRun:
@@ -94,6 +96,73 @@ def _run_processes(count: int, environment: dict[str, str]) -> PipelineRun:
     )
 
 
+@dataclass
+class _PhotoSetBench:
+    """One bucket of a photo set, measured on fresh databases of one PostgreSQL server."""
+
+    label: str
+    storage_url: str
+    home: Path
+    model: Any
+    server_url: str
+    batch_size: int
+    inference_ms: float
+
+    def workspace_on(self, database_url: str) -> Any:
+        from benchmarks.scoring import _register_champion, _settings
+        from mlc_core.jobs.workspace import open_workspace
+
+        settings = _settings(database_url, self.storage_url, self.home, self.batch_size)
+        workspace = open_workspace(settings)
+        _register_champion(workspace, self.model)
+        return workspace
+
+    def upload(self, photos: list[bytes], count: int) -> None:
+        from benchmarks.scoring import _upload
+
+        with fresh_postgres_database(self.server_url) as database_url:
+            workspace = self.workspace_on(database_url)
+            try:
+                _upload(workspace, photos, count)
+            finally:
+                workspace.close()
+
+    def stages_alone(self, count: int, when: str) -> tuple[StageFloor, float]:
+        """The floor now, and boto3's GET; the database floor takes a fresh database."""
+        from mlc_core.storage import open_store
+
+        with fresh_postgres_database(self.server_url) as database_url:
+            workspace = self.workspace_on(database_url)
+            try:
+                get_ms, sample = get_floor_ms(workspace.store, FLOOR_SAMPLE)
+                boto3_store = open_store(self.storage_url, s3_reader="boto3")
+                boto3_get_ms, _ = get_floor_ms(boto3_store, FLOOR_SAMPLE)
+                decode_ms = decode_floor_ms(sample, self.model.image_size)
+                claim_ms, write_ms = database_floor_ms(workspace, self.batch_size, limit=count)
+            finally:
+                workspace.close()
+        floor = StageFloor(get_ms, decode_ms, self.inference_ms, claim_ms, write_ms)
+        print(f"  {self.label}: floor {when} {floor.describe()}", flush=True)
+        return floor, boto3_get_ms
+
+    def pipeline(self, processes: int, s3: S3Service) -> tuple[PipelineRun, float]:
+        """``processes`` scoring children on a fresh database, and SeaweedFS's CPU per image."""
+        from benchmarks.scoring import _child_environment, _settings
+
+        with fresh_postgres_database(self.server_url) as database_url:
+            self.workspace_on(database_url).close()
+            settings = _settings(database_url, self.storage_url, self.home, self.batch_size)
+            server_before = s3.cpu_seconds()
+            run = _run_processes(processes, _child_environment(settings))
+            server_cpu_ms = (s3.cpu_seconds() - server_before) / max(run.scored, 1) * 1000
+        print(
+            f"  {self.label}: {processes} process(es) scored {run.scored} in "
+            f"{run.wall_seconds:.1f} s",
+            flush=True,
+        )
+        return run, server_cpu_ms
+
+
 def measure_photo_set(
     label: str,
     photos: list[bytes],
@@ -106,53 +175,33 @@ def measure_photo_set(
     inference_ms: float,
     ray_actors: int,
 ) -> PhotoSetResult:
-    """Upload ``count`` objects of ``photos`` to a fresh bucket and measure the set."""
-    from benchmarks.scoring import _child_environment, _register_champion, _settings, _upload
-    from mlc_core.jobs.workspace import open_workspace
-    from mlc_core.storage import open_store
+    """Upload ``count`` objects of ``photos`` to a fresh bucket and measure the set.
 
+    The floor is taken just before the one-process pipeline and just after it, and averaged:
+    this machine's speed drifts by tens of per cent within minutes, and a floor taken minutes
+    away from the run moved floor / pipeline by as much.
+    """
     bucket = create_bucket()
-    storage_url = f"s3://{bucket}/bench"
     with tempfile.TemporaryDirectory(prefix="mlc-bench-home-") as home:
-
-        def workspace_on(database_url: str) -> Any:
-            workspace = open_workspace(_settings(database_url, storage_url, Path(home), batch_size))
-            _register_champion(workspace, model)
-            return workspace
-
-        with fresh_postgres_database(server_url) as database_url:
-            workspace = workspace_on(database_url)
-            try:
-                _upload(workspace, photos, count)
-                get_ms, sample = get_floor_ms(workspace.store, FLOOR_SAMPLE)
-                boto3_get_ms, _ = get_floor_ms(
-                    open_store(storage_url, s3_reader="boto3"), FLOOR_SAMPLE
-                )
-                decode_ms = decode_floor_ms(sample, model.image_size)
-                claim_ms, write_ms = database_floor_ms(workspace, batch_size, limit=count)
-            finally:
-                workspace.close()
-        floor = StageFloor(get_ms, decode_ms, inference_ms, claim_ms, write_ms)
-        print(f"  {label}: floor {floor.describe()}", flush=True)
-        pipelines, server_cpu_ms = [], 0.0
-        for processes in (1, 2):
-            with fresh_postgres_database(server_url) as database_url:
-                workspace_on(database_url).close()
-                environment = _child_environment(
-                    _settings(database_url, storage_url, Path(home), batch_size)
-                )
-                server_before = s3.cpu_seconds()
-                run = _run_processes(processes, environment)
-                if processes == 1:
-                    server_cpu_ms = (s3.cpu_seconds() - server_before) / max(run.scored, 1) * 1000
-                pipelines.append(run)
-                print(
-                    f"  {label}: {processes} process(es) scored {run.scored} in "
-                    f"{run.wall_seconds:.1f} s",
-                    flush=True,
-                )
+        bench = _PhotoSetBench(
+            label, f"s3://{bucket}/bench", Path(home), model, server_url, batch_size, inference_ms
+        )
+        bench.upload(photos, count)
+        before, boto3_before = bench.stages_alone(count, "before")
+        one, server_cpu_ms = bench.pipeline(1, s3)
+        after, boto3_after = bench.stages_alone(count, "after")
+        two, _ = bench.pipeline(2, s3)
     ray = _ray_peer(f"{bucket}/bench/images/", s3, server_url, model, batch_size, ray_actors)
-    return PhotoSetResult(label, count, floor, pipelines, server_cpu_ms, ray, boto3_get_ms)
+    return PhotoSetResult(
+        label,
+        count,
+        StageFloor.mean(before, after),
+        [one, two],
+        server_cpu_ms,
+        ray,
+        (boto3_before + boto3_after) / 2,
+        (before, after),
+    )
 
 
 def _ray_peer(
@@ -189,8 +238,9 @@ def describe_photo_set(result: PhotoSetResult) -> list[str]:
     ratio = floor.total_ms / one.phase_cpu_ms
     lines = [
         f"  {result.label}, {result.images} images:",
-        f"    stage floor (each stage alone, one thread): {floor.describe()}; "
-        f"{floor.dominant()} dominates",
+        f"    stage floor (each stage alone, one thread; the mean of before and after the "
+        f"pipeline): {floor.describe()}; {floor.dominant()} dominates",
+        *_floor_drift(result),
         f"    GET client CPU: {floor.get_ms:.2f} core-ms with the obstore reader, "
         f"{result.boto3_get_ms:.2f} with boto3's get_object; boto3 / obstore: "
         f"{result.boto3_get_ms / floor.get_ms:.1f}  "
@@ -221,6 +271,19 @@ def describe_photo_set(result: PhotoSetResult) -> list[str]:
             f"{one.images_per_second / ray.execution_images_per_second:.2f}"
         )
     return lines
+
+
+def _floor_drift(result: PhotoSetResult) -> list[str]:
+    """floor / pipeline with the floor of before and of after alone: the machine's drift."""
+    if result.floors is None:
+        return []
+    one = result.pipelines[0]
+    before, after = result.floors
+    return [
+        f"    floor before / after the pipeline: {before.total_ms:.2f} / {after.total_ms:.2f} "
+        f"core-ms per image; floor / pipeline with either alone: "
+        f"{before.total_ms / one.phase_cpu_ms:.2f} / {after.total_ms / one.phase_cpu_ms:.2f}"
+    ]
 
 
 # Which floor stages each group of the scoring process's threads does.

@@ -59,6 +59,16 @@ def train_noisy_student(
     started: float,
     teacher: Teacher | None,
 ) -> tuple[keras.Model, TrainingOutcome, dict[str, Any]]:
+    """Train ``settings.semi_supervised_rounds`` students in turn and return the last one.
+
+    The first is taught by ``teacher`` (default: a first model trained here on ``train``), each
+    later one by the student before it. Returns the kept model, its training outcome and the
+    card's ``semi_supervised`` summary (see :func:`~mlc_core.model.recipe.fit_and_calibrate`).
+
+    Raises:
+        TrainingBudgetTooSmall: the budget ended before the first epoch of the first model
+            trained here (the first model, or the first student when ``teacher`` is given).
+    """
     # The last model trained here: what is kept when the budget stops a later student.
     kept: tuple[keras.Model, TrainingOutcome] | None = None
     if teacher is None:

@@ -271,7 +271,8 @@ def _warm_model(workspace: Any) -> None:
     with workspace.transaction() as session:
         champion = require_champion(session)
         session.expunge(champion)
-    predictor = scoring_predictor(workspace.store, champion, workspace.settings.scoring)
+    scoring = workspace.settings.scoring
+    predictor = scoring_predictor(workspace.store, champion, scoring, scoring.batch_size)
     predictor.predict(np.zeros((1, champion.image_size, champion.image_size, 3), np.uint8))
 
 

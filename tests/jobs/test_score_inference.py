@@ -27,8 +27,10 @@ def _scores(home: Path, inference_batch_size: int) -> list[tuple[str, object]]:
         put_tiny_images(workspace, IMAGES)
         report = score_images(workspace)
         assert report.scored == IMAGES
-        predictor = scoring_predictor(workspace.store, champion, workspace.settings.scoring)
-        assert predictor.batch_size == inference_batch_size
+        scoring = workspace.settings.scoring
+        predictor = scoring_predictor(workspace.store, champion, scoring, scoring.batch_size)
+        # Passes never larger than the batch: a batch of 8 is not padded to 64.
+        assert predictor.batch_size == min(inference_batch_size, 8)
         rows = query(
             workspace,
             "select i.uri, s.probabilities from scores s join images i on i.id = s.image_id",

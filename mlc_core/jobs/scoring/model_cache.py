@@ -57,13 +57,15 @@ def cached_predictor(store: ObjectStore, model_version: ModelVersion, batch_size
 
 
 def scoring_predictor(
-    store: ObjectStore, model_version: ModelVersion, scoring: ScoringSettings
+    store: ObjectStore, model_version: ModelVersion, scoring: ScoringSettings, batch_size: int
 ) -> Predictor:
-    """:func:`cached_predictor` as scoring runs it: ``scoring.inference_batch_size`` images
-    per forward pass, on ``scoring.inference_threads`` TensorFlow threads where this process
-    has not run TensorFlow yet."""
+    """:func:`cached_predictor` as scoring runs it on batches of ``batch_size``: forward passes
+    of ``scoring.inference_batch_size`` images (of the whole batch where that is smaller, so a
+    small batch is not padded), on ``scoring.inference_threads`` TensorFlow threads where this
+    process has not run TensorFlow yet."""
     from mlc_core.model.predict import use_inference_threads
 
     # Before the model is loaded: loading runs TensorFlow's first operations.
     use_inference_threads(scoring.inference_threads)
-    return cached_predictor(store, model_version, scoring.inference_batch_size)
+    passes = min(scoring.inference_batch_size, batch_size)
+    return cached_predictor(store, model_version, passes)

@@ -54,7 +54,7 @@ def score_pending(
     or raises the first error of any stage once the others have wound down.
     """
     scoring = context.workspace.settings.scoring
-    predictor = scoring_predictor(context.workspace.store, champion, scoring)
+    predictor = scoring_predictor(context.workspace.store, champion, scoring, batch_size)
     failures_by_reason: Counter[str] = Counter()
     started = time.monotonic()
     writer = BatchWriter(

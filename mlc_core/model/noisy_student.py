@@ -72,13 +72,9 @@ def train_noisy_student(
     # The last model trained here: what is kept when the budget stops a later student.
     kept: tuple[keras.Model, TrainingOutcome] | None = None
     if teacher is None:
+        first_budget = _share_of_time_left(settings, started, TEACHER_BUDGET_SHARE)
         kept = build_and_train(
-            train,
-            validation,
-            settings,
-            _naming(on_epoch_end, "first model"),
-            started,
-            _teacher_budget(settings, started),
+            train, validation, settings, _naming(on_epoch_end, "first model"), started, first_budget
         )
         teacher = _teacher_of(kept[0], FIRST_MODEL_TEACHER, classes)
     columns = teacher_columns(teacher.classes, classes)
@@ -90,21 +86,17 @@ def train_noisy_student(
     for round_number in range(1, rounds + 1):
         pseudo = _targets(teacher, columns, unlabelled, validation, classes, settings)
         pseudo[:, unknown_to_first] = np.nan
-        used = ~np.isnan(pseudo).all(axis=1)
         if round_number == 1:
             semi = _summary(teacher.name, pseudo, len(unlabelled), classes, columns, settings)
-        semi["used_images_by_round"].append(int(used.sum()))
+        student_train = _with_pseudo_labels(train, unlabelled, pseudo)
+        semi["used_images_by_round"].append(len(student_train[0]) - len(train[0]))
         logger.info(
             "semi-supervised, student %d of %d: %d of %d unlabelled images pseudo-labelled by %s",
             round_number,
             rounds,
-            int(used.sum()),
+            semi["used_images_by_round"][-1],
             len(unlabelled),
             teacher.name,
-        )
-        student_train = (
-            np.concatenate([train[0], unlabelled[used]]),
-            np.concatenate([train[1].astype(np.float32), pseudo[used]]),
         )
         try:
             kept = build_and_train(
@@ -119,12 +111,7 @@ def train_noisy_student(
         except TrainingBudgetTooSmall:
             if kept is None:
                 raise
-            semi["note"] = (
-                "the time budget left no room for the student: the first model is kept"
-                if round_number == 1
-                else f"the time budget left room for {round_number - 1} of {rounds} "
-                "students: the last one is kept"
-            )
+            semi["note"] = _no_room_note(round_number, rounds)
             break
         semi["rounds"] = round_number
         # Noisy student: each student teaches the next one.
@@ -132,6 +119,27 @@ def train_noisy_student(
         columns = teacher_columns(classes, classes)
     assert kept is not None
     return kept[0], kept[1], semi
+
+
+def _with_pseudo_labels(
+    train: tuple[np.ndarray, np.ndarray], unlabelled: np.ndarray, pseudo: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled images and those unlabelled ones with at least one pseudo-label."""
+    used = ~np.isnan(pseudo).all(axis=1)
+    return (
+        np.concatenate([train[0], unlabelled[used]]),
+        np.concatenate([train[1].astype(np.float32), pseudo[used]]),
+    )
+
+
+def _no_room_note(round_number: int, rounds: int) -> str:
+    """The card's note when the budget has no room for student ``round_number``."""
+    if round_number == 1:
+        return "the time budget left no room for the student: the first model is kept"
+    return (
+        f"the time budget left room for {round_number - 1} of {rounds} students: the last one "
+        "is kept"
+    )
 
 
 def _naming(
@@ -197,21 +205,19 @@ def _summary(
     }
 
 
-def _teacher_budget(settings: TrainingSettings, started: float) -> float | None:
-    budget = budget_seconds(settings)
-    if budget is None:
-        return None
-    spent = time.perf_counter() - started
-    return spent + max(budget - spent, 0.0) * TEACHER_BUDGET_SHARE
-
-
 def student_budget(
     settings: TrainingSettings, started: float, *, students_left: int
 ) -> float | None:
     """Where this student's training must end: an equal share of the time left for each
     student still to train (they train on the same images)."""
+    return _share_of_time_left(settings, started, 1 / students_left)
+
+
+def _share_of_time_left(settings: TrainingSettings, started: float, share: float) -> float | None:
+    """Seconds from ``started`` to the end of ``share`` of the budget's time left (``None``
+    without a budget)."""
     budget = budget_seconds(settings)
     if budget is None:
         return None
     spent = time.perf_counter() - started
-    return spent + max(budget - spent, 0.0) / students_left
+    return spent + max(budget - spent, 0.0) * share

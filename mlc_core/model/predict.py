@@ -10,15 +10,15 @@ import tensorflow as tf
 
 from mlc_core.model.build import model_image_size, model_num_labels
 
-# The scoring job's default batch size, and the one training predicts with; the batch size
-# does not change the probabilities.
+# The batch size training and the champion comparison predict with (scoring's passes are
+# MLC_SCORING__INFERENCE_BATCH_SIZE); the batch size does not change the probabilities.
 PREDICT_BATCH_SIZE = 64
 
 logger = logging.getLogger(__name__)
 
 
 def use_inference_threads(threads: int) -> bool:
-    """Run this process's TensorFlow ops on ``threads`` threads (0: TensorFlow's default).
+    """Run this process's TensorFlow ops on ``threads`` threads (0 leaves them as they are).
 
     One thread scores at less CPU per image in a pipeline whose readers need the other cores:
     two threads splitting each operation wait for each other whenever a reader holds a core.

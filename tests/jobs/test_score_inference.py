@@ -75,6 +75,39 @@ def test_inference_threads_hold_where_scoring_is_the_first_tensorflow_work() -> 
     assert result.stdout.split() == ["True", "False", "1"]
 
 
+def test_a_scoring_run_in_a_fresh_process_scores_on_one_tensorflow_thread(tmp_path: Path) -> None:
+    # As `mlc score` or a worker runs it: scoring is the process's first TensorFlow work, so
+    # the default of one thread must be set before the model is loaded. The champion is made
+    # here, as making its file runs TensorFlow.
+    home = tmp_path / "mlc-home"
+    with opened(load_settings(home=home)) as workspace:
+        register_champion(workspace)
+        put_tiny_images(workspace, 4)
+    program = (
+        "import sys\n"
+        "import tensorflow as tf\n"
+        "from mlc_core.jobs.scoring import score_images\n"
+        "from mlc_core.jobs.workspace import open_workspace\n"
+        "from mlc_core.settings import load_settings\n"
+        "workspace = open_workspace(load_settings(home=sys.argv[1]))\n"
+        "scored = score_images(workspace).scored\n"
+        "workspace.close()\n"
+        "print(scored, tf.config.threading.get_intra_op_parallelism_threads())\n"
+    )
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("MLC_")}
+    result = subprocess.run(
+        [sys.executable, "-c", program, str(home)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**environment, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["4", "1"]
+
+
 def test_inference_settings_refuse_what_cannot_run() -> None:
     for bad in ({"inference_batch_size": 0}, {"inference_threads": -1}):
         with pytest.raises(ValidationError, match="inference_"):
